@@ -1,0 +1,289 @@
+"""Final answers: pull one out of a completion, and compare it with a reference.
+
+Prompts ask for the final answer on a last line `Answer: <answer>` (see `ANSWER_PREFIX`). Completions
+of small models are messy, so `extract_answer` tries, in order:
+
+1. the last `Answer: ...` (also `Final answer:`, `**Answer:**`); a multi-line answer (a sudoku grid)
+   may start on the next line and runs to the next blank line;
+2. the last `<answer>...</answer>` (or an unclosed `<answer>` at the end of the text);
+3. the last `\\boxed{...}` (nested braces);
+4. the last prose `the answer is ...`;
+5. for numeric tasks, the last number in the text.
+
+A few-shot continuation (the model starting a new `Question:` after answering) is cut off first.
+Nothing here raises on odd input: no answer is `None`, and `None` is never correct.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+import threading
+from decimal import Decimal, InvalidOperation
+from fractions import Fraction
+
+ANSWER_PREFIX = "Answer:"
+
+_CONTINUATION = re.compile(r"\n[ \t]*(?:#+\s*)?Question\s*:", re.IGNORECASE)
+_ANSWER_LINE = re.compile(
+    r"(?:\*\*|__)?\b(?:final\s+)?answer\s*(?:\*\*|__)?\s*[:：]\s*(?:\*\*|__)?", re.IGNORECASE
+)
+_ANSWER_PROSE = re.compile(r"\banswer\s+(?:is|would\s+be|=)\s*[:：]?\s*", re.IGNORECASE)
+_TAG_OPEN = re.compile(r"<answer>", re.IGNORECASE)
+_TAG_CLOSE = re.compile(r"</answer>", re.IGNORECASE)
+_BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?(?:/\d+)?|\.\d+)(?![\w])")
+_NUMBER_FULL = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?(?:/\d+)?|\.\d+)")
+_LATEX_FRAC = re.compile(r"\\[dt]?frac\s*\{\s*(-?\d+)\s*\}\s*\{\s*(\d+)\s*\}")
+_WORD = re.compile(r"[A-Za-z][A-Za-z ]+")
+TRAILING_PUNCTUATION = ".,;:!?。"
+_TRAILING = TRAILING_PUNCTUATION
+_UNICODE = str.maketrans({"−": "-", "\u00a0": " ", "\u2009": " "})  # minus sign, no-break and thin spaces
+
+
+def extract_answer(completion: str | None, *, numeric: bool = False, multiline: bool = False) -> str | None:
+    """The final answer stated in `completion`, cleaned; None when there is none.
+
+    numeric: the answer is a number (reduce a candidate to its number; fall back to the last number).
+    multiline: the answer may span lines (a grid); `Answer:` then reads up to the next blank line.
+    """
+    try:
+        return _extract(completion, numeric, multiline)
+    except Exception:  # never let a weird completion stop a run
+        return None
+
+
+def _extract(text: str | None, numeric: bool, multiline: bool) -> str | None:
+    if not isinstance(text, str) or not text.strip():
+        return None
+    text = cut_continuation(text.translate(_UNICODE))
+    for candidate in _candidates(text, multiline):
+        answer = clean_answer(candidate, numeric=numeric, multiline=multiline)
+        if answer:
+            return answer
+    if numeric:
+        return last_number(text)
+    return None
+
+
+def _candidates(text: str, multiline: bool):
+    """Candidate answer texts in priority order (lazily: later rules cost nothing when one hits)."""
+    matches = list(_ANSWER_LINE.finditer(text))
+    if matches:
+        yield _after(text, matches[-1].end(), multiline)
+    opens = list(_TAG_OPEN.finditer(text))
+    if opens:
+        rest = text[opens[-1].end() :]
+        close = _TAG_CLOSE.search(rest)
+        yield rest[: close.start()] if close else rest
+    boxed = last_boxed(text)
+    if boxed is not None:
+        yield boxed
+    prose = list(_ANSWER_PROSE.finditer(text))
+    if prose:
+        yield _after(text, prose[-1].end(), multiline)
+
+
+def cut_continuation(text: str) -> str:
+    """Drop what follows a new `Question:` line (a base model continuing the few-shot pattern)."""
+    for m in _CONTINUATION.finditer(text):
+        if text[: m.start()].strip():
+            return text[: m.start()]
+    return text
+
+
+def _after(text: str, pos: int, multiline: bool) -> str:
+    """The answer text after a marker: the rest of the line, else the next line(s)."""
+    rest = text[pos:]
+    first, _, tail = rest.partition("\n")
+    if first.strip() and not multiline:
+        return first
+    if multiline:  # up to the first empty line (a line of spaces can belong to a grid)
+        block = [first] if first.strip() else []
+        for line in tail.split("\n"):
+            if not line.strip() and (not block or not line.strip("\r")):
+                if block:
+                    break
+                continue
+            block.append(line)
+        return "\n".join(block)
+    for line in tail.split("\n"):
+        if line.strip():
+            return line
+    return ""
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last `\\boxed{...}` (or `\\fbox{...}`), nested braces included; None if none/unclosed."""
+    starts = [m.end() for m in _BOXED.finditer(text)]
+    for start in reversed(starts):
+        depth = 1
+        for i in range(start, len(text)):
+            if text[i] == "{":
+                depth += 1
+            elif text[i] == "}":
+                depth -= 1
+                if depth == 0:
+                    return text[start:i]
+    return None
+
+
+def clean_answer(answer: str | None, *, numeric: bool = False, multiline: bool = False) -> str | None:
+    """Strip wrappers (`<answer>`, `\\boxed{}`, `**..**`, `$..$`, code fences) and trailing punctuation.
+
+    Inner text is kept as written (spacing, quotes); a multi-line answer keeps its layout, with the
+    common indentation and trailing spaces removed.
+    """
+    if answer is None:
+        return None
+    s = answer.translate(_UNICODE)
+    s = _TAG_CLOSE.split(s)[0]
+    s = _TAG_OPEN.sub("", s)
+    boxed = last_boxed(s)
+    if boxed is not None:
+        s = boxed
+    s = s.replace("```", "")
+    if multiline:
+        lines = [ln.rstrip() for ln in textwrap.dedent(s.replace("\r", "")).split("\n")]
+        while lines and not lines[0]:
+            lines.pop(0)
+        while lines and not lines[-1]:
+            lines.pop()
+        s = "\n".join(lines)
+    for _ in range(4):  # peel nested wrappers: **$x$**.
+        before = s
+        s = s.strip().rstrip(_TRAILING).strip()
+        for left, right in _WRAPPERS:
+            if len(s) >= len(left) + len(right) + 1 and s.startswith(left) and s.endswith(right):
+                s = s[len(left) : len(s) - len(right)]
+        if s.startswith("\\text{") and s.endswith("}") and s.count("{") == 1:
+            s = s[len("\\text{") : -1]
+        if s == before:
+            break
+    if numeric:
+        return number_in(s)
+    return s or None
+
+
+_WRAPPERS = (("**", "**"), ("__", "__"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"), ("`", "`"), ("*", "*"))
+
+
+def number_in(s: str) -> str | None:
+    """The number a numeric answer states: after the last '=', the first number; normalized."""
+    if "=" in s:
+        s = s.rsplit("=", 1)[1]
+    s = _LATEX_FRAC.sub(r"\1/\2", s)
+    m = _NUMBER.search(s.replace("$", " "))
+    return normalize_number(m.group(0)) if m else None
+
+
+def last_number(text: str) -> str | None:
+    """The last number in `text` (thousands commas allowed), normalized; None if there is none."""
+    try:
+        matches = _NUMBER.findall(text.translate(_UNICODE).replace("$", " "))
+    except Exception:
+        return None
+    return normalize_number(matches[-1]) if matches else None
+
+
+def normalize_number(s: str) -> str | None:
+    """'1,234' → '1234', '+7' → '7', '7.50' → '7.5', '7.0' → '7', '.5' → '0.5'; a fraction stays 'a/b'."""
+    s = s.strip().replace(",", "").lstrip("+")
+    if not _NUMBER_FULL.fullmatch(s):
+        return None
+    if "/" in s:
+        return s
+    try:
+        d = Decimal(s)
+    except InvalidOperation:
+        return None
+    if d == d.to_integral_value():
+        return str(int(d))
+    return format(d.normalize(), "f")
+
+
+def as_fraction(s: str | None) -> Fraction | None:
+    """The exact value of a plain number ('1,234.5', '3/4', '-7'), else None."""
+    if not s:
+        return None
+    s = s.strip().rstrip(_TRAILING).replace("$", "").strip()
+    if not _NUMBER_FULL.fullmatch(s):
+        return None
+    try:
+        return Fraction(s.replace(",", ""))
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def looks_numeric(s: str | None) -> bool:
+    return as_fraction(s) is not None
+
+
+def looks_math(s: str | None) -> bool:
+    """Whether a reference answer is math-verify material: a number, or LaTeX."""
+    if not s:
+        return False
+    return looks_numeric(s) or "\\" in s or (s.startswith("$") and s.endswith("$"))
+
+
+# ---------------------------------------------------------------- comparison
+
+
+def exact_match(pred: str | None, gold: str) -> bool:
+    """Equal after normalizing case, spacing, quotes, wrappers and trailing punctuation; numbers by value."""
+    if pred is None:
+        return False
+    try:
+        a, b = _loose(pred), _loose(gold)
+        if a is None or b is None:
+            return False
+        if a == b:
+            return True
+        fa, fb = as_fraction(a), as_fraction(b)
+        return fa is not None and fa == fb
+    except Exception:
+        return False
+
+
+def _loose(s: str) -> str | None:
+    s = clean_answer(s, multiline="\n" in s.strip())
+    if s is None:
+        return None
+    s = "\n".join(" ".join(line.split()) for line in s.split("\n")).casefold()
+    if len(s) >= 2 and s[0] == s[-1] and s[0] in "\"'":
+        s = s[1:-1].strip()
+    return s
+
+
+def math_match(pred: str | None, gold: str) -> bool:
+    """Mathematical equivalence by math-verify (`\\frac{1}{2}` == `0.5`), gold parsed from the reference."""
+    if pred is None:
+        return False
+    try:
+        if exact_match(pred, gold):
+            return True
+        # a word is not math: math-verify would read "Paris" as a product of symbols equal to "Sirap"
+        if _WORD.fullmatch(gold.strip()):
+            return False
+        from math_verify import parse, verify
+
+        # math-verify times out with SIGALRM, which works only in the main thread.
+        timeout = 5 if threading.current_thread() is threading.main_thread() else None
+        gold_parsed = parse(_math_text(gold), parsing_timeout=timeout)
+        pred_parsed = parse(_math_text(pred), parsing_timeout=timeout)
+        if not gold_parsed or not pred_parsed:
+            return False
+        return bool(verify(gold_parsed, pred_parsed, timeout_seconds=timeout))
+    except Exception:
+        return False
+
+
+def _math_text(s: str) -> str:
+    """Wrap an answer so math-verify reads it whole: numbers lose thousands commas, LaTeX gets `$..$`."""
+    s = s.strip()
+    value = as_fraction(s)
+    if value is not None and "," in s:
+        s = s.replace(",", "")
+    if "\\boxed" in s or "$" in s or "\\(" in s or "\\[" in s:
+        return s
+    return f"${s}$"

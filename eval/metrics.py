@@ -1,0 +1,313 @@
+"""Metrics of a round: generation and verification utility, the gap, pass@k, maj@k, verifier quality,
+diversity, each headline number with a bootstrap confidence interval over prompts.
+
+The input is the generation table (one row per prompt and sample) with columns `prompt_id`,
+`sample_idx`, `answer` (None when nothing was extracted), `correct` (bool), verifier scores
+`score_<name>` (NaN = abstention) and optionally `completion`. Filter weights are a numpy array aligned
+with the rows. Definitions follow /work/shared/DESIGN.md ("Definitions"):
+
+    J(f)(x)    = mean_i c_i                                   generation utility of prompt x
+    J(f[w])(x) = Σ w_i c_i / Σ w_i   (= J(f)(x) if Σ w_i = 0)  verification utility of prompt x
+    gap        = mean_x [J(f[w])(x) − J(f)(x)]
+    rel. gap   = mean_x [(J(f[w])(x) − J(f)(x)) / (1 − J(f)(x))]  over prompts with J(f)(x) < 1
+
+Results hold floats with NaN for "undefined"; `json_safe` turns them into JSON-ready values (None).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import rankdata
+
+# rows × resamples held in memory at once by the bootstrap (bounds memory for large prompt sets)
+_BOOT_CHUNK_CELLS = 4_000_000
+
+
+# ---------------------------------------------------------------- pass@k and maj@k
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k for n samples of which c are correct: 1 − C(n−c, k) / C(n, k)."""
+    if not 0 <= c <= n:
+        raise ValueError(f"pass_at_k: need 0 <= c <= n, got n={n}, c={c}")
+    if not 1 <= k <= n:
+        raise ValueError(f"pass_at_k: need 1 <= k <= n, got n={n}, k={k}")
+    if c == 0:
+        return 0.0
+    if n - c < k:
+        return 1.0
+    # C(n−c, k) / C(n, k) = Π_{i=n−c+1}^{n} (1 − k/i)   (Chen et al. 2021)
+    return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+
+
+def _counts(df: pd.DataFrame) -> pd.DataFrame:
+    """Per prompt: n samples and c correct."""
+    correct = df["correct"].to_numpy().astype(bool)
+    return (
+        pd.DataFrame({"prompt_id": df["prompt_id"].to_numpy(), "c": correct})
+        .groupby("prompt_id", sort=True)["c"]
+        .agg(n="size", c="sum")
+    )
+
+
+def default_ks(n: int) -> list[int]:
+    """1, 2, 4, …, up to n, with n itself included."""
+    ks = [1 << i for i in range(max(n, 1).bit_length()) if 1 << i <= n]
+    return ks + [n] if n >= 1 and ks[-1] != n else ks
+
+
+def pass_at_k_curve(df: pd.DataFrame, ks: Iterable[int] | None = None) -> dict[int, float]:
+    """pass@k averaged over prompts for each k (default 1, 2, 4, …, n; n = fewest samples of a prompt)."""
+    counts = _counts(df)
+    if counts.empty:
+        return {}
+    ks = default_ks(int(counts["n"].min())) if ks is None else [int(k) for k in ks]
+    # prompts share few distinct (n, c) pairs: compute each once, weight by how many prompts have it
+    pairs = counts.value_counts(["n", "c"])
+    weights = pairs.to_numpy() / len(counts)
+    return {
+        k: float(sum(w * pass_at_k(int(n), int(c), k) for (n, c), w in zip(pairs.index, weights))) for k in ks
+    }
+
+
+def _first_k(df: pd.DataFrame, k: int | None) -> pd.DataFrame:
+    """The first k samples of each prompt by sample_idx (all of them when k is None)."""
+    rows = pd.DataFrame(
+        {
+            "prompt_id": df["prompt_id"].to_numpy(),
+            "sample_idx": df["sample_idx"].to_numpy(),
+            "answer": df["answer"].to_numpy(dtype=object),
+            "correct": df["correct"].to_numpy().astype(bool),
+        }
+    ).sort_values(["prompt_id", "sample_idx"], kind="stable")
+    rows["pos"] = rows.groupby("prompt_id", sort=False).cumcount()
+    if k is None:
+        return rows
+    smallest = int(rows.groupby("prompt_id").size().min()) if len(rows) else 0
+    if not 1 <= k <= max(smallest, 1):
+        raise ValueError(f"maj_at_k: need 1 <= k <= samples per prompt ({smallest}), got k={k}")
+    return rows[rows["pos"] < k]
+
+
+def maj_at_k(df: pd.DataFrame, k: int | None = None) -> float:
+    """Fraction of prompts whose majority answer over the first k samples is correct.
+
+    None answers do not vote (a prompt with no votes scores 0); a tie goes to the answer that appears
+    first by sample_idx; the prompt scores 1 if a voting row with the winning answer is correct.
+    """
+    rows = _first_k(df, k)
+    n_prompts = rows["prompt_id"].nunique()
+    if n_prompts == 0:
+        return float("nan")
+    votes = rows[rows["answer"].notna()]
+    tally = votes.groupby(["prompt_id", "answer"], sort=False).agg(
+        count=("pos", "size"), first=("pos", "min"), correct=("correct", "any")
+    )
+    tally = tally.reset_index().sort_values(
+        ["prompt_id", "count", "first"], ascending=[True, False, True], kind="stable"
+    )
+    winners = tally.drop_duplicates("prompt_id", keep="first")
+    return float(winners["correct"].sum() / n_prompts)
+
+
+# ---------------------------------------------------------------- utilities, gap, bootstrap
+
+
+def per_prompt_utilities(df: pd.DataFrame, weights: np.ndarray | Sequence[float]) -> pd.DataFrame:
+    """Per prompt (index prompt_id): `gen` = J(f)(x), `ver` = J(f[w])(x), `empty` = the filter kept nothing."""
+    w = np.asarray(weights, dtype=float)
+    if w.shape != (len(df),):
+        raise ValueError(f"weights: expected shape ({len(df)},) aligned with the rows, got {w.shape}")
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise ValueError("weights: must be finite and >= 0")
+    c = df["correct"].to_numpy().astype(float)
+    sums = (
+        pd.DataFrame({"prompt_id": df["prompt_id"].to_numpy(), "c": c, "w": w, "wc": w * c})
+        .groupby("prompt_id", sort=True)
+        .agg(gen=("c", "mean"), w=("w", "sum"), wc=("wc", "sum"))
+    )
+    empty = sums["w"].to_numpy() == 0
+    gen = sums["gen"].to_numpy()
+    ver = np.where(empty, gen, sums["wc"].to_numpy() / np.where(empty, 1.0, sums["w"].to_numpy()))
+    return pd.DataFrame({"gen": gen, "ver": ver, "empty": empty}, index=sums.index)
+
+
+def bootstrap_ci(
+    values_per_prompt: np.ndarray, n_boot: int = 1000, confidence: float = 0.95, seed: int = 0
+) -> dict[str, float]:
+    """Mean of the per-prompt values with a percentile bootstrap CI (prompts resampled with replacement).
+
+    An empty array gives NaN everywhere; n_boot=0 gives the value with NaN bounds.
+    """
+    values = np.asarray(values_per_prompt, dtype=float)
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence: must be in (0, 1), got {confidence}")
+    if n_boot < 0:
+        raise ValueError(f"n_boot: must be >= 0, got {n_boot}")
+    m = len(values)
+    if m == 0:
+        return {"value": float("nan"), "ci_low": float("nan"), "ci_high": float("nan")}
+    value = float(values.mean())
+    if n_boot == 0:
+        return {"value": value, "ci_low": float("nan"), "ci_high": float("nan")}
+    rng = np.random.default_rng(seed)
+    chunk = max(1, _BOOT_CHUNK_CELLS // m)
+    means = np.concatenate(
+        [
+            values[rng.integers(0, m, size=(min(chunk, n_boot - start), m))].mean(axis=1)
+            for start in range(0, n_boot, chunk)
+        ]
+    )
+    alpha = 1.0 - confidence
+    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    return {"value": value, "ci_low": float(low), "ci_high": float(high)}
+
+
+def gap_metrics(
+    df: pd.DataFrame,
+    weights: np.ndarray | Sequence[float],
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Generation and verification utility, gap and relative gap (each with a CI), plus filter counts.
+
+    The relative gap averages over prompts with J(f)(x) < 1 (its CI resamples those prompts);
+    `prompts_excluded_relative` counts the others. `kept_precision` is Σ w c / Σ w over all rows.
+    """
+    u = per_prompt_utilities(df, weights)
+    gen, ver = u["gen"].to_numpy(), u["ver"].to_numpy()
+    open_ = gen < 1
+    boot = {"n_boot": n_boot, "confidence": confidence, "seed": seed}
+    w = np.asarray(weights, dtype=float)
+    c = df["correct"].to_numpy().astype(float)
+    return {
+        "generation_utility": bootstrap_ci(gen, **boot),
+        "verification_utility": bootstrap_ci(ver, **boot),
+        "gap": bootstrap_ci(ver - gen, **boot),
+        "relative_gap": bootstrap_ci((ver[open_] - gen[open_]) / (1 - gen[open_]), **boot),
+        "prompts": len(u),
+        "prompts_empty_filter": int(u["empty"].sum()),
+        "prompts_excluded_relative": int((~open_).sum()),
+        "kept": int((w > 0).sum()),
+        "kept_precision": float((w * c).sum() / w.sum()) if w.sum() > 0 else float("nan"),
+    }
+
+
+# ---------------------------------------------------------------- verifier quality
+
+
+def auroc(scores: np.ndarray | Sequence[float], labels: np.ndarray | Sequence[bool]) -> float:
+    """AUROC of scores against binary labels (Mann–Whitney U, ties count 1/2); NaN scores are dropped.
+
+    NaN when only one class remains.
+    """
+    s = np.asarray(scores, dtype=float)
+    y = np.asarray(labels).astype(bool)
+    if s.shape != y.shape:
+        raise ValueError(f"auroc: scores {s.shape} and labels {y.shape} differ in shape")
+    keep = ~np.isnan(s)
+    s, y = s[keep], y[keep]
+    n_pos = int(y.sum())
+    n_neg = len(y) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(s)  # average ranks for ties
+    u = ranks[y].sum() - n_pos * (n_pos + 1) / 2
+    return float(u / (n_pos * n_neg))
+
+
+def _score_column(df: pd.DataFrame, column: str) -> str:
+    """`column` itself, or `score_<column>` when given a verifier name."""
+    if column not in df.columns and f"score_{column}" in df.columns:
+        return f"score_{column}"
+    if column not in df.columns:
+        raise KeyError(
+            f"no score column {column!r} (have {[c for c in df.columns if c.startswith('score_')]})"
+        )
+    return column
+
+
+def verifier_metrics(
+    df: pd.DataFrame, column: str, weights: np.ndarray | Sequence[float], **boot: Any
+) -> dict[str, Any]:
+    """`gap_metrics` of the filter's weights, plus the verifier's AUROC and how many scores are NaN."""
+    scores = df[_score_column(df, column)].to_numpy(dtype=float)
+    return {
+        **gap_metrics(df, weights, **boot),
+        "auroc": auroc(scores, df["correct"].to_numpy()),
+        "unparseable": int(np.isnan(scores).sum()),
+    }
+
+
+def score_correlations(df: pd.DataFrame, columns: Sequence[str]) -> dict[str, dict[str, dict[str, float]]]:
+    """Pearson and Spearman correlation between score columns, on pairwise-complete rows."""
+    columns = [_score_column(df, c) for c in columns]
+    scores = df[columns].astype(float)
+    out = {}
+    for method in ("pearson", "spearman"):
+        matrix = scores.corr(method=method, min_periods=2)
+        out[method] = {a: {b: float(matrix.loc[a, b]) for b in columns} for a in columns}
+    return out
+
+
+# ---------------------------------------------------------------- diversity
+
+
+def _distinct_n(texts: Iterable[Any], n: int) -> tuple[int, int]:
+    """(unique, total) whitespace-token n-grams over texts; n-grams do not cross texts."""
+    grams = []
+    for text in texts:
+        tokens = text.split() if isinstance(text, str) else []
+        grams.extend(zip(*(tokens[i:] for i in range(n))))
+    return len(set(grams)), len(grams)
+
+
+def answer_diversity(df: pd.DataFrame) -> dict[str, float]:
+    """Per-prompt diversity averaged over prompts: distinct answers, answer entropy (nats), distinct-1/2.
+
+    None answers are not distinct answers but form one category of the entropy. distinct-n pools the
+    completions of a prompt (prompts without any n-gram are skipped) and needs a `completion` column.
+    """
+    codes, _ = pd.factorize(df["answer"].to_numpy(dtype=object), use_na_sentinel=True)  # None → -1
+    cells = pd.DataFrame({"prompt_id": df["prompt_id"].to_numpy(), "code": codes})
+    sizes = cells.groupby(["prompt_id", "code"], sort=True).size()
+    p = sizes / sizes.groupby(level="prompt_id").transform("sum")
+    entropy = (-p * np.log(p)).groupby(level="prompt_id").sum()
+    distinct = (sizes.index.get_level_values("code") >= 0).astype(int)
+    distinct = pd.Series(distinct, index=sizes.index).groupby(level="prompt_id").sum()
+    out = {
+        "distinct_answers": float(distinct.mean()) if len(distinct) else float("nan"),
+        "answer_entropy": float(entropy.mean()) if len(entropy) else float("nan"),
+    }
+    if "completion" in df.columns:
+        texts = pd.Series(df["completion"].to_numpy(dtype=object)).groupby(df["prompt_id"].to_numpy())
+        for n in (1, 2):
+            ratios = [u / t for u, t in (_distinct_n(group, n) for _, group in texts) if t > 0]
+            out[f"distinct_{n}"] = float(np.mean(ratios)) if ratios else float("nan")
+    return out
+
+
+# ---------------------------------------------------------------- JSON
+
+
+def json_safe(obj: Any) -> Any:
+    """`obj` with NaN/inf floats as None, numpy scalars and arrays as Python values, recursively."""
+    if isinstance(obj, dict):
+        return {json_safe(k) if isinstance(k, np.generic) else k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if obj is pd.NA or obj is pd.NaT:
+        return None
+    return obj

@@ -1,0 +1,290 @@
+"""eval.metrics against hand-computed values and brute force."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from math import comb
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from eval.metrics import (
+    answer_diversity,
+    auroc,
+    bootstrap_ci,
+    default_ks,
+    gap_metrics,
+    json_safe,
+    maj_at_k,
+    pass_at_k,
+    pass_at_k_curve,
+    per_prompt_utilities,
+    score_correlations,
+    verifier_metrics,
+)
+
+
+def frame(prompts: dict[str, list], **columns) -> pd.DataFrame:
+    """Rows from {prompt_id: [correct, ...]}, sample_idx 0..n-1, extra per-row columns as flat lists."""
+    rows = [(p, i, bool(c)) for p, cs in prompts.items() for i, c in enumerate(cs)]
+    df = pd.DataFrame(rows, columns=["prompt_id", "sample_idx", "correct"])
+    for name, values in columns.items():
+        df[name] = pd.Series(values, dtype=object if name in ("answer", "completion") else float)
+    if "answer" not in df:
+        df["answer"] = None
+    return df
+
+
+# ---------------------------------------------------------------- pass@k
+
+
+def test_pass_at_k_known_values():
+    assert pass_at_k(5, 2, 2) == pytest.approx(1 - comb(3, 2) / comb(5, 2)) == pytest.approx(0.7)
+    assert pass_at_k(10, 3, 1) == pytest.approx(0.3)
+    assert pass_at_k(4, 0, 2) == 0.0
+    assert pass_at_k(4, 3, 2) == 1.0  # n - c < k: every 2-subset holds a correct one
+    assert pass_at_k(4, 4, 4) == 1.0
+
+
+def test_pass_at_k_rejects_bad_arguments():
+    with pytest.raises(ValueError):
+        pass_at_k(3, 1, 4)
+    with pytest.raises(ValueError):
+        pass_at_k(3, 1, 0)
+    with pytest.raises(ValueError):
+        pass_at_k(3, 4, 1)
+
+
+def test_pass_at_k_matches_enumeration_of_subsets():
+    for n in range(1, 7):
+        for c in range(n + 1):
+            for k in range(1, n + 1):
+                subsets = list(itertools.combinations(range(n), k))
+                hit = sum(any(i < c for i in s) for s in subsets) / len(subsets)
+                assert pass_at_k(n, c, k) == pytest.approx(hit, abs=1e-12), (n, c, k)
+
+
+def test_pass_at_k_large_n_is_stable():
+    assert pass_at_k(1000, 1, 1) == pytest.approx(1e-3)
+    assert pass_at_k(1000, 500, 500) == pytest.approx(1.0)
+
+
+def test_default_ks():
+    assert default_ks(1) == [1]
+    assert default_ks(6) == [1, 2, 4, 6]
+    assert default_ks(8) == [1, 2, 4, 8]
+
+
+def test_pass_at_k_curve_averages_prompts():
+    df = frame({"a": [1, 1, 0, 0, 0], "b": [0, 0, 0, 0, 0], "c": [1, 0, 0, 0, 0]})
+    curve = pass_at_k_curve(df)
+    assert list(curve) == [1, 2, 4, 5]
+    assert curve[1] == pytest.approx((0.4 + 0 + 0.2) / 3)
+    assert curve[2] == pytest.approx((0.7 + 0 + 0.4) / 3)
+    assert curve[5] == pytest.approx(2 / 3)
+    assert pass_at_k_curve(df, ks=[3]) == {3: pytest.approx((pass_at_k(5, 2, 3) + pass_at_k(5, 1, 3)) / 3)}
+
+
+# ---------------------------------------------------------------- maj@k
+
+
+def test_maj_at_k_votes_ties_and_none():
+    df = frame(
+        {
+            "win": [0, 1, 1, 0],  # b wins 2-1, None does not vote
+            "tie": [1, 0, 1, 0],  # a, b, a, b: tie, a appeared first and is correct
+            "tie_wrong": [0, 1, 0, 1],  # same tie, a is wrong
+            "none": [0, 0, 0, 0],  # no votes at all
+            "minority": [0, 0, 0, 1],  # None, None, x, y: x first, wrong
+        },
+        answer=["a", "b", "b", None] + ["a", "b", "a", "b"] * 2 + [None] * 4 + [None, None, "x", "y"],
+    )
+    df = df.sample(frac=1, random_state=0)  # row order must not matter, sample_idx does
+    assert maj_at_k(df) == pytest.approx(2 / 5)
+    # first sample only: win→a (wrong), tie→a (right), tie_wrong→a (wrong), none→0, minority→0
+    assert maj_at_k(df, k=1) == pytest.approx(1 / 5)
+    # first two: win→a (tie a/b, a first, wrong), tie→a right, tie_wrong→a wrong
+    assert maj_at_k(df, k=2) == pytest.approx(1 / 5)
+    with pytest.raises(ValueError):
+        maj_at_k(df, k=5)
+
+
+# ---------------------------------------------------------------- utilities and gap
+
+
+@pytest.fixture
+def gap_case():
+    df = frame(
+        {
+            "A": [1, 0, 0, 1],  # gen .5, keeps the first: ver 1, relative gap 1
+            "B": [1, 1, 1, 1],  # gen 1: excluded from the relative gap
+            "C": [0, 0, 0, 1],  # filter keeps nothing: ver = gen = .25
+            "D": [1, 0, 0, 0],  # keeps two wrong ones: ver 0, relative gap −1/3
+        }
+    )
+    weights = np.array([1, 0, 0, 0] + [0, 1, 0, 0] + [0, 0, 0, 0] + [0, 1, 1, 0], dtype=float)
+    return df, weights
+
+
+def test_per_prompt_utilities(gap_case):
+    df, w = gap_case
+    u = per_prompt_utilities(df, w)
+    assert list(u.index) == ["A", "B", "C", "D"]
+    assert u["gen"].tolist() == pytest.approx([0.5, 1.0, 0.25, 0.25])
+    assert u["ver"].tolist() == pytest.approx([1.0, 1.0, 0.25, 0.0])
+    assert u["empty"].tolist() == [False, False, True, False]
+
+
+def test_per_prompt_utilities_reweighting_and_validation():
+    df = frame({"p": [1, 0, 1]})
+    assert per_prompt_utilities(df, [2.0, 1.0, 0.0])["ver"].iloc[0] == pytest.approx(2 / 3)
+    with pytest.raises(ValueError):
+        per_prompt_utilities(df, [1.0, 1.0])
+    with pytest.raises(ValueError):
+        per_prompt_utilities(df, [1.0, -1.0, 0.0])
+    with pytest.raises(ValueError):
+        per_prompt_utilities(df, [1.0, np.nan, 0.0])
+
+
+def test_gap_metrics_hand_values(gap_case):
+    df, w = gap_case
+    m = gap_metrics(df, w, n_boot=200)
+    assert m["generation_utility"]["value"] == pytest.approx(0.5)
+    assert m["verification_utility"]["value"] == pytest.approx(0.5625)
+    assert m["gap"]["value"] == pytest.approx(0.0625)
+    assert m["relative_gap"]["value"] == pytest.approx((1 + 0 - 1 / 3) / 3)
+    assert m["prompts"] == 4
+    assert m["prompts_empty_filter"] == 1
+    assert m["prompts_excluded_relative"] == 1
+    assert m["kept"] == 4
+    assert m["kept_precision"] == pytest.approx(2 / 4)  # kept: A0 and B1 right, D1 and D2 wrong
+    for key in ("generation_utility", "verification_utility", "gap", "relative_gap"):
+        ci = m[key]
+        assert ci["ci_low"] <= ci["value"] <= ci["ci_high"], key
+
+
+def test_gap_metrics_without_open_prompts_or_kept_rows():
+    df = frame({"a": [1, 1], "b": [1, 1]})
+    m = gap_metrics(df, np.zeros(4), n_boot=50)
+    assert m["gap"]["value"] == 0.0
+    assert math.isnan(m["relative_gap"]["value"]) and math.isnan(m["relative_gap"]["ci_low"])
+    assert m["prompts_excluded_relative"] == 2 and m["prompts_empty_filter"] == 2
+    assert m["kept"] == 0 and math.isnan(m["kept_precision"])
+    json.dumps(json_safe(m), allow_nan=False)
+
+
+def test_verifier_metrics_adds_auroc_and_unparseable(gap_case):
+    df, w = gap_case
+    df["score_mc"] = [0.9, 0.1, 0.2, 0.8] + [0.5] * 4 + [np.nan, 0.1, 0.1, 0.6] + [0.3, 0.2, 0.2, 0.1]
+    m = verifier_metrics(df, "mc", w, n_boot=20)
+    assert m["gap"]["value"] == pytest.approx(0.0625)
+    assert m["unparseable"] == 1
+    assert m["auroc"] == pytest.approx(auroc(df["score_mc"], df["correct"]))
+    assert verifier_metrics(df, "score_mc", w, n_boot=20)["auroc"] == m["auroc"]
+
+
+# ---------------------------------------------------------------- bootstrap
+
+
+def test_bootstrap_ci_contains_value_and_is_deterministic():
+    values = np.random.default_rng(1).random(50)
+    a = bootstrap_ci(values, n_boot=500, seed=3)
+    assert a == bootstrap_ci(values, n_boot=500, seed=3)
+    assert a["value"] == pytest.approx(values.mean())
+    assert a["ci_low"] < a["value"] < a["ci_high"]
+    narrow = bootstrap_ci(values, n_boot=500, confidence=0.5, seed=3)
+    assert a["ci_low"] < narrow["ci_low"] < narrow["ci_high"] < a["ci_high"]
+
+
+def test_bootstrap_ci_known_and_degenerate_cases():
+    # two prompts 0 and 1: resampled means are 0, .5, 1 with probabilities ¼, ½, ¼
+    assert bootstrap_ci(np.array([0.0, 1.0]), n_boot=1000, seed=0) == {
+        "value": 0.5,
+        "ci_low": 0.0,
+        "ci_high": 1.0,
+    }
+    point = bootstrap_ci(np.full(7, 0.3), n_boot=100)
+    assert point["ci_low"] == point["ci_high"] == pytest.approx(point["value"]) == pytest.approx(0.3)
+    assert all(math.isnan(v) for v in bootstrap_ci(np.array([]), n_boot=10).values())
+    with pytest.raises(ValueError):
+        bootstrap_ci(np.ones(3), confidence=1.0)
+
+
+# ---------------------------------------------------------------- AUROC
+
+
+def test_auroc_hand_counts():
+    # pairs (pos, neg): (.9,.5)=1, (.9,.1)=1, (.5,.5)=½, (.5,.1)=1 → 3.5 / 4
+    assert auroc([0.9, 0.5, 0.5, 0.1], [1, 1, 0, 0]) == pytest.approx(0.875)
+    assert auroc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == pytest.approx(0.75)
+    assert auroc([0.5, 0.5], [True, False]) == pytest.approx(0.5)
+
+
+def test_auroc_perfect_inverse_nan_and_one_class():
+    assert auroc([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1]) == 1.0
+    assert auroc([0.9, 0.8, 0.2, 0.1], [0, 0, 1, 1]) == 0.0
+    assert auroc([np.nan, 0.2, 0.8, np.nan], [1, 0, 1, 0]) == 1.0  # NaN rows dropped
+    assert math.isnan(auroc([0.1, 0.2], [1, 1]))
+    assert math.isnan(auroc([np.nan, 0.2], [0, 1]))
+
+
+# ---------------------------------------------------------------- diversity and correlations
+
+
+def test_answer_diversity_hand_values():
+    df = frame(
+        {"p": [0, 0, 0, 0], "q": [0, 0, 0, 0]},
+        answer=["a", "a", "b", "b", "a", None, None, None],
+        completion=["x y x", "x y", "", None, "a b c", "", "", ""],
+    )
+    d = answer_diversity(df)
+    assert d["distinct_answers"] == pytest.approx(1.5)
+    h_q = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))
+    assert d["answer_entropy"] == pytest.approx((math.log(2) + h_q) / 2)
+    # p: unigrams x y x x y → 2/5, bigrams (x y)(y x)(x y) → 2/3; q: 3/3 and 2/2
+    assert d["distinct_1"] == pytest.approx((0.4 + 1) / 2)
+    assert d["distinct_2"] == pytest.approx((2 / 3 + 1) / 2)
+    assert "distinct_1" not in answer_diversity(df.drop(columns="completion"))
+
+
+def test_answer_diversity_single_answer_has_zero_entropy():
+    d = answer_diversity(frame({"p": [1, 1, 1]}, answer=["7", "7", "7"]))
+    assert d == {"distinct_answers": 1.0, "answer_entropy": 0.0}
+
+
+def test_score_correlations_pairwise_complete():
+    df = frame(
+        {"p": [0] * 5},
+        score_a=[1, 2, 3, 4, np.nan],
+        score_b=[2, 4, 6, 8, 1],
+        score_c=[1, 2, 3, 5, 0],
+        score_d=[10, 3, 2, 1, 5],  # ranked over all rows, the row a lacks would bend the ranks
+    )
+    r = score_correlations(df, ["score_a", "score_b", "score_c", "d"])
+    assert r["pearson"]["score_a"]["score_b"] == pytest.approx(1.0)  # the NaN row is left out
+    assert r["spearman"]["score_a"]["score_b"] == pytest.approx(1.0)
+    assert r["pearson"]["score_a"]["score_c"] == pytest.approx(np.corrcoef([1, 2, 3, 4], [1, 2, 3, 5])[0, 1])
+    assert r["pearson"]["score_b"]["score_c"] == pytest.approx(
+        np.corrcoef([2, 4, 6, 8, 1], [1, 2, 3, 5, 0])[0, 1]
+    )
+    assert r["spearman"]["score_b"]["score_c"] == pytest.approx(1.0)
+    assert r["pearson"]["score_c"]["score_a"] == r["pearson"]["score_a"]["score_c"]
+    assert r["spearman"]["score_a"]["score_d"] == pytest.approx(-1.0)
+    assert r["pearson"]["score_a"]["score_a"] == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------- JSON
+
+
+def test_json_safe():
+    obj = {
+        "a": float("nan"),
+        "b": [np.float64(np.inf), np.int64(3), 1.5],
+        2: {"c": np.bool_(True)},
+        "d": None,
+    }
+    assert json_safe(obj) == {"a": None, "b": [None, 3, 1.5], 2: {"c": True}, "d": None}
+    json.dumps(json_safe(obj), allow_nan=False)

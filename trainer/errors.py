@@ -1,0 +1,31 @@
+"""User-facing errors: one line, exit code 2, no traceback."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class UserError(Exception):
+    """A mistake in the user's input (config, file, model reference, data row).
+
+    The message must name the key, file or row at fault and say what would fix it.
+    """
+
+
+def exit_on_user_error(main: Callable[..., T]) -> Callable[..., T]:
+    """Wrap a recipe's main so a UserError prints `error: <message>` and exits with code 2."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            sys.exit(2)
+
+    return wrapper

@@ -1,0 +1,40 @@
+"""Set-up shared by the recipes: seeding, and turning a task config into rendered prompts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trainer.errors import UserError
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (transformers' set_seed)."""
+    from transformers import set_seed
+
+    set_seed(seed)
+
+
+def prepare_prompts(task_cfg, model_dir: Path, split: str, seed: int):
+    """Build the task and render the prompts of `split` in the model's style.
+
+    Returns (task, problems, prompts, shots); shots are train problems usable as few-shot examples.
+    """
+    from transformers import AutoTokenizer
+
+    from eval.prompts import build_prompt, resolve_prompt_style
+    from eval.tasks import build_task
+
+    task = build_task(task_cfg, seed)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    style = resolve_prompt_style(task_cfg.prompt_style, tokenizer)
+    train = task.problems("train")
+    # Few-shot exemplars are the first train problems, and are then never sampled themselves.
+    fewshot = train[: task_cfg.n_shots] if style == "fewshot" else []
+    problems = train[len(fewshot) :] if split == "train" else task.problems(split)
+    if not problems:
+        raise UserError(
+            f"task.{split}_size: the {split} split has no prompts to sample"
+            + (f" once {len(fewshot)} few-shot examples are set aside" if fewshot else "")
+        )
+    prompts = [build_prompt(task, p, tokenizer, style, task_cfg.n_shots, fewshot) for p in problems]
+    return task, problems, prompts, train
