@@ -5,7 +5,7 @@ setup:
 	bash setup.sh
 
 quickstart: setup
-	.venv/bin/accelerate launch --config_file launch/cpu_1proc.yaml recipes/iterate.py
+	.venv/bin/accelerate launch recipes/iterate.py
 
 test: setup
 	.venv/bin/ruff check .

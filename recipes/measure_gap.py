@@ -1,0 +1,116 @@
+"""Measure the generation-verification gap of a model on a task.
+
+    python recipes/measure_gap.py --config recipes/configs/gap_quickstart.yaml [--key value ...]
+
+Writes generations.parquet, verification.parquet and metrics.json into --output_dir and prints the
+gap table. Re-running the same command reuses the stages already written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console
+
+from eval.gap import gap_table, summarize
+from trainer.config import GapConfig, load_config, to_dict
+from trainer.errors import UserError, exit_on_user_error
+from trainer.io import read_json, write_json, write_parquet
+from trainer.models import resolve_model
+from trainer.run import prepare_prompts, seed_everything
+from trainer.stages import VerifierPool, generate_rows, select_rows, verify_rows
+from trainer.verifiers import validate_verifiers
+from trainer.verifiers.ensemble import add_shared_member_costs
+
+DEFAULT_CONFIG = Path(__file__).parent / "configs" / "gap_quickstart.yaml"
+# Keys that change only the summary, not the stages: they may differ on resume.
+SUMMARY_ONLY = ("bootstrap", "confidence", "output_dir")
+
+console = Console(stderr=True)
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> dict:
+    cfg = load_config(GapConfig, argv, default_config=str(DEFAULT_CONFIG))
+    validate_verifiers(cfg.verifiers)
+    seed_everything(cfg.seed)
+    out = Path(cfg.output_dir)
+    _check_resume(out, cfg)
+    write_json(out / "config.json", to_dict(cfg))
+
+    model_dir = resolve_model(cfg.model)
+    task, problems, prompts, shots = prepare_prompts(cfg.task, model_dir, "test", cfg.seed)
+    console.print(
+        f"[bold]{cfg.model}[/] on [bold]{task.name}[/]: {len(problems)} prompts x {cfg.sampling.n} samples"
+    )
+
+    sampler = None
+    gen_path = out / "generations.parquet"
+    if gen_path.exists():
+        rows = pd.read_parquet(gen_path)
+        console.print(f"reusing {gen_path}")
+    else:
+        from trainer.samplers import build_sampler
+
+        sampler = build_sampler(model_dir, cfg.engine, cfg.seed)
+        rows = generate_rows(sampler, task, problems, prompts, cfg.sampling, cfg.seed)
+        write_parquet(gen_path, rows)
+
+    ver_path, cost_path = out / "verification.parquet", out / "verification_costs.json"
+    if ver_path.exists() and cost_path.exists():
+        rows = pd.read_parquet(ver_path)
+        costs = read_json(cost_path)
+        console.print(f"reusing {ver_path}")
+    else:
+        needs_model = any(v.name != "oracle" for v in cfg.verifiers)
+        if sampler is None and needs_model:
+            from trainer.samplers import build_sampler
+
+            sampler = build_sampler(model_dir, cfg.engine, cfg.seed)
+        pool = VerifierPool(sampler, model_dir, cfg.engine, task, shots, cfg.seed)
+        try:
+            rows, costs = verify_rows(rows, cfg.verifiers, pool)
+            costs = add_shared_member_costs(costs)
+        finally:
+            pool.close()
+        rows = select_rows(rows, cfg.verifiers, cfg.filter)
+        write_json(cost_path, costs)
+        write_parquet(ver_path, rows)
+    if sampler is not None:
+        sampler.close()
+
+    ids = [v.id or v.name for v in cfg.verifiers]
+    metrics = summarize(rows, ids, costs, n_boot=cfg.bootstrap, confidence=cfg.confidence, seed=cfg.seed)
+    metrics["config"] = to_dict(cfg)
+    write_json(out / "metrics.json", metrics)
+    if metrics.get("score_correlations"):
+        from eval.plots import plot_score_correlation
+
+        plot_score_correlation(metrics["score_correlations"], out / "plots" / "score_correlation.png")
+    stdout = Console(width=None if Console().is_terminal else 150)
+    stdout.print(
+        gap_table(metrics, title=f"{cfg.model} on {task.name}: gap ({int(cfg.confidence * 100)}% CI)")
+    )
+    pk = ", ".join(f"pass@{k}={v:.3f}" for k, v in metrics["pass_at_k"].items())
+    stdout.print(
+        f"{pk}, maj@{metrics['n_samples_per_prompt']}={metrics['maj_at_k']:.3f}; wrote {out}/metrics.json"
+    )
+    return metrics
+
+
+def _check_resume(out: Path, cfg: GapConfig) -> None:
+    old = out / "config.json"
+    if not old.exists():
+        return
+    before, now = read_json(old), to_dict(cfg)
+    changed = [k for k in now if k not in SUMMARY_ONLY and before.get(k) != now[k]]
+    if changed:
+        raise UserError(
+            f"output_dir: {out} holds a run with a different '{changed[0]}'; pass a new --output_dir "
+            "or delete the old one"
+        )
+
+
+if __name__ == "__main__":
+    main()

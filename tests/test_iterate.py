@@ -1,0 +1,214 @@
+"""recipes/iterate.py end to end: a 2-round study, resume after kill -9, and 2 processes on CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import ROOT, needs_vllm
+
+# Keys of a round's metrics that measure the machine, not the study.
+VOLATILE = {"seconds", "swap_seconds", "rss_mb", "checkpoint"}
+
+
+def study_args(model: Path | str, out: Path, backend: str = "hf", rounds: int = 2) -> list[str]:
+    return [
+        "--model",
+        str(model),
+        "--output_dir",
+        str(out),
+        "--rounds",
+        str(rounds),
+        "--report_to",
+        "none",
+        "--engine.backend",
+        backend,
+        "--task.train_size",
+        "6",
+        "--task.test_size",
+        "4",
+        "--sampling.n",
+        "4",
+        "--sampling.max_tokens",
+        "16",
+        "--eval_sampling.n",
+        "2",
+        "--eval_sampling.max_tokens",
+        "16",
+        "--filter.q",
+        "0.5",
+        "--sft.batch_size",
+        "4",
+        "--sft.epochs",
+        "1",
+        "--sft.max_length",
+        "256",
+        "--bootstrap",
+        "100",
+        "--saturation.relative_gap_below",
+        "null",
+        "--saturation.pass_at_k_drop",
+        "null",
+        "--saturation.diversity_drop",
+        "null",
+    ]
+
+
+def launch(args: list[str], **kw) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline"}
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "recipes" / "iterate.py"), *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        **kw,
+    )
+
+
+def run(args: list[str], timeout: int = 900) -> str:
+    proc = launch(args)
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out[-4000:]
+    return out
+
+
+def stable(metrics_jsonl: Path) -> list[dict]:
+    lines = [json.loads(line) for line in metrics_jsonl.read_text().splitlines()]
+    return [{k: v for k, v in m.items() if k not in VOLATILE} for m in lines]
+
+
+@pytest.mark.slow
+def test_two_round_study(tmp_path, smollm2_dir):
+    out = tmp_path / "study"
+    log = run(study_args(smollm2_dir, out) + ["--report_to", "wandb"])
+    history = stable(out / "metrics.jsonl")
+    assert [m["round"] for m in history] == [0, 1, 2]
+    for t in (1, 2):
+        rd = out / f"round_{t:03d}"
+        for name in (
+            "generations.parquet",
+            "verification.parquet",
+            "selection.parquet",
+            "eval.parquet",
+            "metrics.json",
+            "checkpoint/config.json",
+        ):
+            assert (rd / name).exists(), rd / name
+        sel = pd.read_parquet(rd / "selection.parquet")
+        assert {"prompt_id", "sample_idx", "completion", "answer", "correct", "score_mc", "kept"} <= set(
+            sel.columns
+        )
+        assert history[t]["train"]["kept"] == int(sel["kept"].sum()) > 0
+        assert history[t]["train"]["sft_loss"] is not None
+    assert (out / "round_000" / "eval.parquet").exists() and not (out / "round_000" / "checkpoint").exists()
+    for m in history:
+        assert set(m["pass_at_k"]) == {"1", "2"} and "gap" in m and "answer_diversity" in m
+    assert (out / "report.md").read_text().count("| 2 |") == 1
+    for png in ("accuracy_gap.png", "pass_at_k.png", "diversity.png"):
+        assert (out / "plots" / png).stat().st_size > 1000
+    study = json.loads((out / "study.json").read_text())
+    assert study["config"]["rounds"] == 2 and "torch" in study["versions"] and study["wandb_run_id"]
+    assert list((out / "wandb").glob("offline-run-*")), "W&B offline run directory missing"
+    assert "round 2" in log
+    # round 2's model is round 1's checkpoint trained further: the weights moved
+    from safetensors.torch import load_file
+
+    w1 = load_file(out / "round_001" / "checkpoint" / "model.safetensors")
+    w2 = load_file(out / "round_002" / "checkpoint" / "model.safetensors")
+    assert any(not (w1[k] == w2[k]).all() for k in w1)
+
+
+def wait_for(proc: subprocess.Popen, path: Path, timeout: float = 600) -> None:
+    start = time.time()
+    while not path.exists():
+        assert proc.poll() is None, f"study exited before {path} appeared: {proc.stdout.read()[-3000:]}"
+        assert time.time() - start < timeout, f"{path} did not appear"
+        time.sleep(0.2)
+
+
+def kill(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+@pytest.mark.slow
+def test_resume_after_kill_matches_uninterrupted(tmp_path, tiny_model_dir):
+    ref = tmp_path / "ref"
+    run(study_args(tiny_model_dir, ref))
+    expected = stable(ref / "metrics.jsonl")
+
+    out = tmp_path / "killed"
+    args = study_args(tiny_model_dir, out)
+    # 1. between stages: right after round 1's verification file lands
+    proc = launch(args)
+    wait_for(proc, out / "round_001" / "verification.parquet")
+    kill(proc)
+    # 2. inside a stage: while round 1 distills (its selection exists, its checkpoint does not yet)
+    proc = launch(args)
+    wait_for(proc, out / "round_001" / "selection.parquet")
+    time.sleep(1.0)
+    kill(proc)
+    assert not (out / "round_001" / "sft.json").exists()
+    # 3. inside the evaluation of round 2
+    proc = launch(args)
+    wait_for(proc, out / "round_002" / "eval_generations.parquet")
+    kill(proc)
+    run(args)
+    assert stable(out / "metrics.jsonl") == expected
+    assert not list(out.rglob("*.tmp")), "a temp file was left behind as if it were output"
+
+
+@pytest.mark.slow
+def test_accelerate_two_processes_cpu(tmp_path, tiny_model_dir):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [
+        str(Path(sys.executable).with_name("accelerate")),
+        "launch",
+        "--config_file",
+        str(ROOT / "launch" / "cpu_2proc.yaml"),
+        str(ROOT / "recipes" / "iterate.py"),
+        *study_args(tiny_model_dir, out, rounds=1),
+    ]
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    history = stable(out / "metrics.jsonl")
+    assert [m["round"] for m in history] == [0, 1]
+    gen = pd.read_parquet(out / "round_001" / "generations.parquet")
+    assert len(gen) == 6 * 4 and gen["prompt_id"].nunique() == 6  # both ranks' shards gathered
+    assert (out / "round_001" / "checkpoint" / "config.json").exists()
+
+
+@pytest.mark.slow
+@needs_vllm
+def test_one_round_on_vllm(tmp_path, smollm2_dir):
+    out = tmp_path / "vllm"
+    log = run(study_args(smollm2_dir, out, backend="vllm", rounds=1))
+    history = stable(out / "metrics.jsonl")
+    assert [m["round"] for m in history] == [0, 1]
+    m1 = json.loads((out / "round_001" / "metrics.json").read_text())
+    assert m1["swap_seconds"] is not None and m1["swap_seconds"] < 30  # swapped in place, no new engine
+    assert "round 1" in log
+
+
+def test_empty_kept_set_stops_cleanly(tmp_path, tiny_model_dir):
+    out = tmp_path / "empty"
+    log = run(
+        study_args(tiny_model_dir, out, rounds=2)
+        + ["--verifiers", "[oracle]", "--filter.name", "threshold", "--filter.tau", "2.0"]
+    )
+    m = json.loads((out / "round_001" / "metrics.json").read_text())
+    assert "kept none" in m["stop"] and "kept none" in log
+    assert not (out / "round_002").exists()
+    assert "kept none" in (out / "report.md").read_text()

@@ -1,0 +1,363 @@
+"""The self-improvement loop: sample -> self-verify -> filter -> distill -> evaluate, round after round.
+
+Round 0 evaluates the starting model. Round t >= 1 samples the train prompts from the model of round
+t-1, verifies and filters the samples, distills the kept ones into a new checkpoint, swaps it into the
+running engine and evaluates it on the held-out prompts. Every stage writes its file atomically into
+the round's folder, and a stage whose file exists is skipped, so re-running the command resumes.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console
+
+from eval.gap import summarize
+from eval.report import write_report
+from eval.saturation import check as saturation_check
+from trainer import dist
+from trainer.config import IterateConfig, to_dict
+from trainer.errors import UserError
+from trainer.io import read_json, write_json, write_parquet, write_text
+from trainer.models import resolve_model
+from trainer.run import prepare_prompts, seed_everything
+from trainer.stages import VerifierPool, generate_rows, select_rows, verify_rows
+from trainer.study import rss_mb, study_metadata
+from trainer.tracking import Tracker
+
+console = Console(stderr=True)
+
+# Keys that may change between a run and its resume without invalidating finished stages.
+RESUMABLE_CHANGES = ("rounds", "report_to", "wandb_project", "run_name", "saturation", "log_samples")
+
+
+@dataclass
+class Study:
+    cfg: IterateConfig
+    out: Path = field(init=False)
+    sampler: object = None
+    loaded: Path | None = None  # the checkpoint whose weights the sampler holds
+    history: list[dict] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.out = Path(self.cfg.output_dir)
+        self.base_dir = resolve_model(self.cfg.model)
+        self.task, self.train_problems, self.train_prompts, self.shots = prepare_prompts(
+            self.cfg.task, self.base_dir, "train", self.cfg.seed
+        )
+        _, self.test_problems, self.test_prompts, _ = prepare_prompts(
+            self.cfg.task, self.base_dir, "test", self.cfg.seed
+        )
+        self.pool: VerifierPool | None = None
+        self.tracker: Tracker | None = None
+
+    # ------------------------------------------------------------------ the engine
+
+    def sampler_for(self, checkpoint: Path):
+        """The study's one engine, holding `checkpoint`'s weights (swapped in place when they differ)."""
+        from trainer.samplers import build_sampler
+
+        if self.sampler is None:
+            self.sampler = build_sampler(checkpoint, self.cfg.engine, self.cfg.seed)
+            self.loaded = checkpoint
+            self.pool = VerifierPool(
+                self.sampler, self.base_dir, self.cfg.engine, self.task, self.shots, self.cfg.seed
+            )
+        elif self.loaded != checkpoint:
+            start = time.perf_counter()
+            self.sampler.load_weights(checkpoint)
+            self.loaded = checkpoint
+            self.swap_seconds = time.perf_counter() - start
+        return self.sampler
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+        if self.sampler is not None:
+            self.sampler.close()
+        self.sampler = None
+        if self.tracker is not None:
+            self.tracker.finish()
+
+    # ------------------------------------------------------------------ stages (all ranks)
+
+    def sample(self, path: Path, checkpoint: Path, problems, prompts, sampling, seed: int) -> pd.DataFrame:
+        """Generate on this rank's share of the prompts, gather, and write `path` on the main process."""
+        if path.exists():
+            return pd.read_parquet(path)
+        sampler = self.sampler_for(checkpoint)
+        idx = dist.shard(list(range(len(problems))))
+        rows = generate_rows(
+            sampler,
+            self.task,
+            [problems[i] for i in idx],
+            [prompts[i] for i in idx],
+            sampling,
+            seed + 7919 * dist.rank(),
+        )
+        records = dist.gather(rows.to_dict("records"))
+        rows = pd.DataFrame.from_records(records)
+        order = {str(p.id): i for i, p in enumerate(problems)}
+        rows = rows.sort_values(
+            ["prompt_id", "sample_idx"],
+            key=lambda s: s.map(order) if s.name == "prompt_id" else s,
+            kind="stable",
+        ).reset_index(drop=True)
+        if dist.is_main():
+            write_parquet(path, rows)
+        dist.barrier()
+        return rows
+
+    def verify(self, path: Path, rows: pd.DataFrame, checkpoint: Path) -> tuple[pd.DataFrame, dict]:
+        """Score this rank's share of the rows with every verifier, gather, write `path` (+ costs)."""
+        cost_path = path.with_name(path.stem + "_costs.json")
+        if path.exists() and cost_path.exists():
+            return pd.read_parquet(path), read_json(cost_path)
+        self.sampler_for(checkpoint)
+        self.pool.generator = self.sampler
+        idx = dist.shard(list(range(len(rows))))
+        part, costs = verify_rows(rows.iloc[idx].reset_index(drop=True), self.cfg.verifiers, self.pool)
+        cols = [v.column for v in self.cfg.verifiers]
+        scores = dist.unshard(dist.gather(part[cols].to_dict("records")), len(rows))
+        rows = rows.copy()
+        for col in cols:
+            rows[col] = [s[col] for s in scores]
+        all_costs = dist.gather([costs])
+        costs = {
+            vid: {
+                "tokens": sum(c[vid]["tokens"] for c in all_costs),
+                "seconds": max(c[vid]["seconds"] for c in all_costs),
+            }
+            for vid in all_costs[0]
+        }
+        if dist.is_main():
+            write_json(cost_path, costs)
+            write_parquet(path, rows)
+        dist.barrier()
+        return rows, costs
+
+    def select(self, path: Path, rows: pd.DataFrame) -> pd.DataFrame:
+        if path.exists():
+            return pd.read_parquet(path)
+        rows = select_rows(rows, self.cfg.verifiers, self.cfg.filter)
+        if dist.is_main():
+            write_parquet(path, rows)
+        dist.barrier()
+        return rows
+
+    def evaluate(self, rd: Path, checkpoint: Path, round_idx: int) -> tuple[pd.DataFrame, dict]:
+        """Held-out evaluation of `checkpoint`: accuracy, the gap of its self-verification, pass@k, diversity."""
+        seed = self.cfg.seed + 1000 * round_idx + 2
+        rows = self.sample(
+            rd / "eval_generations.parquet",
+            checkpoint,
+            self.test_problems,
+            self.test_prompts,
+            self.cfg.eval_sampling,
+            seed,
+        )
+        rows, costs = self.verify(rd / "eval_verification.parquet", rows, checkpoint)
+        rows = self.select(rd / "eval.parquet", rows)
+        ids = [v.id or v.name for v in self.cfg.verifiers]
+        metrics = summarize(
+            rows, ids, costs, n_boot=self.cfg.bootstrap, confidence=self.cfg.confidence, seed=self.cfg.seed
+        )
+        return rows, metrics
+
+    # ------------------------------------------------------------------ a round
+
+    def run_round(self, t: int, prev: Path) -> tuple[dict, Path, str | None]:
+        """Run (or resume) round t from checkpoint `prev`; return its metrics, its checkpoint and a stop reason."""
+        rd = self.out / f"round_{t:03d}"
+        done = rd / "metrics.json"
+        if done.exists():
+            m = read_json(done)
+            return m, Path(m["checkpoint"]), m.get("stop")
+        seconds, train, stop = {}, {}, None
+        self.swap_seconds = None
+        checkpoint = prev
+        if t > 0:
+            clock = time.perf_counter()
+            rows = self.sample(
+                rd / "generations.parquet",
+                prev,
+                self.train_problems,
+                self.train_prompts,
+                self.cfg.sampling,
+                self.cfg.seed + 1000 * t + 1,
+            )
+            seconds["sample"] = time.perf_counter() - clock
+            clock = time.perf_counter()
+            rows, costs = self.verify(rd / "verification.parquet", rows, prev)
+            seconds["verify"] = time.perf_counter() - clock
+            rows = self.select(rd / "selection.parquet", rows)
+            kept = rows[rows["kept"]]
+            train = {
+                "sampled": len(rows),
+                "kept": len(kept),
+                "train_accuracy": float(rows["correct"].mean()),
+                "kept_precision": float(kept["correct"].mean()) if len(kept) else None,
+                "verification_tokens": sum(c["tokens"] for c in costs.values()),
+            }
+            if len(kept) == 0:
+                stop = (
+                    f"round {t}: the filter kept none of the {len(rows)} samples, so there is nothing to "
+                    "distill; loosen `filter` or change the verifier"
+                )
+            else:
+                clock = time.perf_counter()
+                checkpoint, sft = self.distill(rd, kept, prev, t)
+                seconds["distill"] = time.perf_counter() - clock
+                train.update(
+                    {
+                        "sft_loss": sft.get("train_loss"),
+                        "sft_steps": sft.get("steps"),
+                        "sft_tokens_per_second": sft.get("tokens_per_second"),
+                    }
+                )
+        clock = time.perf_counter()
+        eval_rows, metrics = self.evaluate(rd, checkpoint, t)
+        seconds["evaluate"] = time.perf_counter() - clock
+        metrics.update(
+            {
+                "round": t,
+                "checkpoint": str(checkpoint),
+                "train": train,
+                "seconds": {k: round(v, 2) for k, v in seconds.items()},
+                "swap_seconds": self.swap_seconds,
+                "rss_mb": rss_mb(),
+            }
+        )
+        history = self.history + [metrics]
+        stop = stop or (saturation_check(history, self.cfg.saturation) if t > 0 else None)
+        metrics["stop"] = stop
+        if dist.is_main():
+            write_json(done, metrics)
+        dist.barrier()
+        self.log_round(t, metrics, eval_rows)
+        return metrics, checkpoint, stop
+
+    def distill(self, rd: Path, kept: pd.DataFrame, prev: Path, t: int) -> tuple[Path, dict]:
+        from trainer.distill import distill
+
+        ckpt, stats_path = rd / "checkpoint", rd / "sft.json"
+        if stats_path.exists() and (ckpt / "config.json").exists():
+            return ckpt, read_json(stats_path)
+        if self.sampler is not None and hasattr(self.sampler, "sleep"):
+            self.sampler.sleep()  # frees the engine's GPU memory while SFT runs (no-op on CPU)
+        stats = distill(kept[["prompt", "completion"]], prev, ckpt, self.cfg.sft, seed=self.cfg.seed + t)
+        gc.collect()
+        if self.sampler is not None and hasattr(self.sampler, "wake_up"):
+            self.sampler.wake_up()
+        if dist.is_main():
+            write_json(stats_path, stats)
+        dist.barrier()
+        return ckpt, stats
+
+    # ------------------------------------------------------------------ logging
+
+    def log_round(self, t: int, metrics: dict, eval_rows: pd.DataFrame) -> None:
+        if not dist.is_main():
+            return
+        self.history.append(metrics)
+        write_text(self.out / "metrics.jsonl", "".join(_jsonl(m) for m in self.history))
+        write_report(
+            self.out,
+            self.history,
+            title=f"mindgap study: {self.cfg.model} on {self.task.name}",
+            stop_reason=metrics.get("stop"),
+        )
+        if self.tracker is not None:
+            cols = ["prompt_id", "question", "completion", "answer", "correct", "kept"] + [
+                v.column for v in self.cfg.verifiers
+            ]
+            samples = eval_rows[cols].head(self.cfg.log_samples)
+            wandb_metrics = {k: v for k, v in metrics.items() if k not in ("checkpoint", "stop")}
+            self.tracker.log_round(t, wandb_metrics, samples)
+        g, gap = metrics["generation_utility"]["value"], metrics["gap"]
+        kept = metrics["train"].get("kept")
+        console.print(
+            f"[bold]round {t}[/]: accuracy {g:.3f}, gap {gap['value']:+.3f} "
+            f"[{gap['ci_low']:+.3f}, {gap['ci_high']:+.3f}]"
+            + (f", kept {kept}/{metrics['train']['sampled']}" if kept is not None else "")
+            + f", {sum(metrics['seconds'].values()):.0f}s"
+        )
+
+
+def run_study(cfg: IterateConfig) -> list[dict]:
+    """Run (or resume) a whole study; return the metrics of every round."""
+    seed_everything(cfg.seed)
+    dist.init(cpu=_on_cpu())
+    out = Path(cfg.output_dir)
+    study = Study(cfg)
+    meta = _start(out, cfg)
+    if dist.is_main():
+        study.tracker = Tracker(
+            cfg.report_to,
+            out,
+            cfg.wandb_project,
+            cfg.run_name or out.name,
+            meta.get("wandb_run_id"),
+            to_dict(cfg),
+        )
+        if study.tracker.run_id and meta.get("wandb_run_id") != study.tracker.run_id:
+            meta["wandb_run_id"] = study.tracker.run_id
+            write_json(out / "study.json", meta)
+    checkpoint, stop = study.base_dir, None
+    try:
+        for t in range(cfg.rounds + 1):
+            _, checkpoint, stop = study.run_round(t, checkpoint)
+            if stop:
+                break
+        if dist.is_main():
+            if stop:
+                console.print(f"[yellow]stopped:[/] {stop}")
+            if study.tracker is not None:
+                study.tracker.log_summary(
+                    {
+                        "stop_reason": stop or f"completed {cfg.rounds} rounds",
+                        "rounds_run": len(study.history) - 1,
+                    }
+                )
+            console.print(f"report: {out / 'report.md'}")
+    finally:
+        study.close()
+    return study.history
+
+
+def _start(out: Path, cfg: IterateConfig) -> dict:
+    """Write study.json on a new study; on a resumed one check that finished stages stay valid."""
+    path = out / "study.json"
+    now = to_dict(cfg)
+    if path.exists():
+        meta = read_json(path)
+        before = meta["config"]
+        changed = [k for k in now if k not in RESUMABLE_CHANGES and before.get(k) != now[k]]
+        if changed:
+            raise UserError(
+                f"output_dir: {out} holds a study with a different '{changed[0]}'; pass a new "
+                "--output_dir to start another study, or restore the old value to resume"
+            )
+        meta["config"] = now
+    else:
+        meta = study_metadata(now)
+    if dist.is_main():
+        write_json(path, meta)
+    dist.barrier()
+    return meta
+
+
+def _on_cpu() -> bool:
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+def _jsonl(m: dict) -> str:
+    import json
+
+    return json.dumps(m) + "\n"

@@ -1,0 +1,123 @@
+"""The stages of a round that both recipes share: generate, verify, select.
+
+Each takes and returns a DataFrame of generation rows; stages add columns and never reshape.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from trainer.config import EngineConfig, FilterConfig, SamplingConfig, VerifierConfig
+from trainer.filters import select
+from trainer.samplers.base import Sampler
+from trainer.verifiers import VERIFIERS, VerifierResult, VerifyContext
+
+
+def generate_rows(
+    sampler: Sampler, task, problems: list, prompts: list[str], sampling: SamplingConfig, seed: int
+) -> pd.DataFrame:
+    """Sample `sampling.n` completions per prompt and check each against the task's reference."""
+    outs = sampler.generate(
+        prompts,
+        n=sampling.n,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        max_tokens=sampling.max_tokens,
+        seed=seed,
+    )
+    records = []
+    for problem, prompt, completions in zip(problems, prompts, outs):
+        for j, c in enumerate(completions):
+            answer = task.extract_answer(c.text)
+            records.append(
+                {
+                    "prompt_id": str(problem.id),
+                    "sample_idx": j,
+                    "question": problem.question,
+                    "reference": str(problem.answer),
+                    "prompt": prompt,
+                    "completion": c.text,
+                    "n_tokens": c.n_tokens,
+                    "finish_reason": c.finish_reason,
+                    "answer": answer,
+                    "correct": bool(task.check(answer, problem)),
+                }
+            )
+    return pd.DataFrame.from_records(records)
+
+
+@dataclass
+class VerifierPool:
+    """Verifiers with the samplers they run on; a cross-verifier model gets its own, shared by name."""
+
+    generator: Sampler | None
+    generator_dir: Path | None
+    engine: EngineConfig
+    task: object
+    shots: list
+    seed: int
+    samplers: dict = field(default_factory=dict)  # model dir -> (sampler, tokenizer, style)
+
+    def context(self, cfg: VerifierConfig) -> VerifyContext:
+        from transformers import AutoTokenizer
+
+        from eval.prompts import resolve_prompt_style
+        from trainer.models import resolve_model
+        from trainer.samplers import build_sampler
+
+        cls = VERIFIERS[cfg.name]
+        if not cls.needs_model:
+            return VerifyContext(None, None, "chat", self.task, self.shots, self.seed)
+        model_dir = resolve_model(cfg.model) if cfg.model else self.generator_dir
+        key = str(model_dir)
+        if key not in self.samplers:
+            if model_dir == self.generator_dir and self.generator is not None:
+                sampler = self.generator
+            else:
+                sampler = build_sampler(model_dir, self.engine, self.seed)
+            tok = AutoTokenizer.from_pretrained(model_dir)
+            self.samplers[key] = (sampler, tok, resolve_prompt_style("auto", tok))
+        sampler, tok, style = self.samplers[key]
+        return VerifyContext(sampler, tok, style, self.task, self.shots, self.seed)
+
+    def close(self) -> None:
+        """Close the samplers this pool started (not the generator's)."""
+        for sampler, _, _ in self.samplers.values():
+            if sampler is not self.generator:
+                sampler.close()
+        self.samplers.clear()
+
+
+def verify_rows(
+    rows: pd.DataFrame, verifiers: list[VerifierConfig], pool: VerifierPool
+) -> tuple[pd.DataFrame, dict[str, dict]]:
+    """Add a score column per verifier; return the rows and each verifier's cost."""
+    rows = rows.copy()
+    costs = {}
+    for cfg in verifiers:
+        verifier = VERIFIERS[cfg.name](cfg, pool.context(cfg))
+        start = time.perf_counter()
+        result: VerifierResult = verifier.score(rows)
+        rows[cfg.column] = np.asarray(result.scores, dtype=float)
+        costs[cfg.id or cfg.name] = {
+            "tokens": int(result.tokens),
+            "seconds": round(result.seconds or time.perf_counter() - start, 3),
+            **result.extra,
+        }
+    return rows, costs
+
+
+def select_rows(rows: pd.DataFrame, verifiers: list[VerifierConfig], filt: FilterConfig) -> pd.DataFrame:
+    """Add `kept_<id>` per verifier and `kept` for the first (primary) verifier."""
+    rows = rows.copy()
+    for i, cfg in enumerate(verifiers):
+        weights = select(rows, rows[cfg.column].to_numpy(), filt)
+        rows[f"kept_{cfg.id or cfg.name}"] = weights > 0
+        if i == 0:
+            rows["kept"] = weights > 0
+    return rows

@@ -1,0 +1,76 @@
+"""Tracking: one W&B run per study (offline unless the user is logged in) beside local files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from trainer.errors import UserError
+
+
+def flatten(metrics: dict, prefix: str = "") -> dict[str, float]:
+    """`{"gap": {"value": .1}, "pass_at_k": {"1": .2}}` -> `{"gap": .1, "pass_at_k/1": .2}`."""
+    flat = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            if set(value) >= {"value", "ci_low", "ci_high"}:
+                flat[name] = value["value"]
+                flat[f"{name}/ci_low"] = value["ci_low"]
+                flat[f"{name}/ci_high"] = value["ci_high"]
+            else:
+                flat.update(flatten(value, f"{name}/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and value is not None:
+            flat[name] = value
+    return flat
+
+
+class Tracker:
+    """Logs a round's metrics under `step=round`; `report_to` is `wandb` or `none`."""
+
+    def __init__(
+        self, report_to: str, out_dir: Path, project: str, name: str, run_id: str | None, config: dict
+    ):
+        self.run = None
+        if report_to == "none":
+            return
+        if report_to != "wandb":
+            raise UserError(f"report_to: unknown value '{report_to}'; choose wandb or none")
+        import wandb
+
+        if "WANDB_MODE" not in os.environ and not os.environ.get("WANDB_API_KEY"):
+            os.environ["WANDB_MODE"] = "offline"
+        self.run = wandb.init(
+            project=project,
+            name=name,
+            id=run_id,
+            resume="allow",
+            config=config,
+            dir=str(out_dir),
+            reinit="finish_previous",
+        )
+
+    @property
+    def run_id(self) -> str | None:
+        return self.run.id if self.run is not None else None
+
+    def log_round(self, round_idx: int, metrics: dict, samples: pd.DataFrame | None = None) -> None:
+        if self.run is None:
+            return
+        import wandb
+
+        data = flatten(metrics)
+        if samples is not None and len(samples):
+            data["samples"] = wandb.Table(dataframe=samples.reset_index(drop=True))
+        self.run.log(data, step=round_idx)
+
+    def log_summary(self, summary: dict) -> None:
+        if self.run is not None:
+            self.run.summary.update(summary)
+
+    def finish(self) -> None:
+        if self.run is not None:
+            self.run.finish()
+            self.run = None
