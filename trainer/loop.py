@@ -247,11 +247,11 @@ class Study:
         ckpt, stats_path = rd / "checkpoint", rd / "sft.json"
         if stats_path.exists() and (ckpt / "config.json").exists():
             return ckpt, read_json(stats_path)
-        if self.sampler is not None and hasattr(self.sampler, "sleep"):
+        if self.sampler is not None:
             self.sampler.sleep()  # frees the engine's GPU memory while SFT runs (no-op on CPU)
         stats = distill(kept[["prompt", "completion"]], prev, ckpt, self.cfg.sft, seed=self.cfg.seed + t)
         gc.collect()
-        if self.sampler is not None and hasattr(self.sampler, "wake_up"):
+        if self.sampler is not None:
             self.sampler.wake_up()
         if dist.is_main():
             write_json(stats_path, stats)

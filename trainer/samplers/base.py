@@ -37,6 +37,14 @@ class Sampler(Protocol):
         """Swap the weights of a checkpoint of the same architecture into the loaded model."""
         ...
 
+    def sleep(self) -> None:
+        """Free accelerator memory while another stage (SFT) needs it; a no-op where nothing is held."""
+        ...
+
+    def wake_up(self) -> None:
+        """Undo `sleep`."""
+        ...
+
     def close(self) -> None:
         """Free the model and any engine processes."""
         ...

@@ -1,0 +1,242 @@
+"""The transformers backend: batched `generate` with left padding, and one forward pass per score batch.
+
+Slower than vLLM (see STACK-NOTES: ~6x on CPU) but runs wherever transformers does, needs no engine
+processes, and is the reference that the vLLM backend is checked against.
+"""
+
+from __future__ import annotations
+
+import gc
+import inspect
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from trainer.config import EngineConfig
+from trainer.errors import UserError
+from trainer.samplers.base import Completion
+
+DTYPES = {"bfloat16": "bfloat16", "float16": "float16", "float32": "float32"}
+
+
+def _torch_dtype(name: str):
+    import torch
+
+    if name not in DTYPES:
+        raise UserError(f"engine.dtype: unknown value '{name}'; choose one of {', '.join(DTYPES)}")
+    return getattr(torch, DTYPES[name])
+
+
+def load_tokenizer(model_dir: Path):
+    """The model dir's tokenizer, or a UserError naming the dir."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model_dir)
+    except Exception as e:
+        raise UserError(
+            f"model: cannot load a tokenizer from {model_dir}: {type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}"
+        ) from None
+
+
+def load_causal_lm(model_dir: Path, dtype: str, device: str = "cpu"):
+    """An eval-mode causal LM from `model_dir`, or a UserError naming the dir."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=_torch_dtype(dtype))
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(
+            f"model: cannot load {model_dir} as a causal LM: {type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}"
+        ) from None
+    return model.to(device).eval()
+
+
+class HFSampler:
+    """A transformers model that samples and scores. See `trainer.samplers.base.Sampler`."""
+
+    backend = "hf"
+
+    def __init__(self, model_dir: Path, engine: EngineConfig | None = None, seed: int = 0):
+        import torch
+
+        self.engine = engine or EngineConfig()
+        self.seed = seed
+        self.model_dir = Path(model_dir)
+        if not (self.model_dir / "config.json").exists():
+            raise UserError(f"model: {self.model_dir} is not a Hugging Face model dir (no config.json)")
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.tokenizer = load_tokenizer(self.model_dir)
+        self.model = load_causal_lm(self.model_dir, self.engine.dtype, self.device)
+        tok = self.tokenizer
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        self.eos_ids = self._eos_ids()
+        self._keeps_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
+
+    # ------------------------------------------------------------------ helpers
+
+    def _eos_ids(self) -> set[int]:
+        ids: set[int] = set()
+        for source in (
+            self.tokenizer.eos_token_id,
+            getattr(self.model.generation_config, "eos_token_id", None),
+        ):
+            if isinstance(source, int):
+                ids.add(source)
+            elif source is not None:
+                ids.update(int(i) for i in source)
+        if not ids:
+            raise UserError(f"model: {self.model_dir} defines no eos token (tokenizer or generation_config)")
+        return ids
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text` without special tokens added (prompts carry their own)."""
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _left_pad(self, seqs: list[list[int]]):
+        import torch
+
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            if s:
+                ids[i, width - len(s) :] = torch.tensor(s, dtype=torch.long)
+                mask[i, width - len(s) :] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    # ------------------------------------------------------------------ Sampler
+
+    def generate(
+        self, prompts: list[str], n: int, temperature: float, top_p: float, max_tokens: int, seed: int
+    ) -> list[list[Completion]]:
+        import torch
+
+        if not prompts:
+            return []
+        if n < 1 or max_tokens < 1:
+            raise ValueError(f"generate: n and max_tokens must be >= 1, got n={n}, max_tokens={max_tokens}")
+        greedy = temperature == 0
+        encoded = [self.encode(p) for p in prompts]
+        for i, ids in enumerate(encoded):
+            if not ids:
+                raise UserError(f"generate: prompt {i} is empty")
+        bs = self.engine.batch_size
+        out: list[list[Completion]] = []
+        torch.manual_seed(seed)
+        if self.device == "cuda":
+            torch.cuda.manual_seed_all(seed)
+        batches = range(0, len(encoded), bs)
+        for start in tqdm(batches, desc="hf generate", unit="batch", disable=len(batches) < 2):
+            chunk = encoded[start : start + bs]
+            ids, mask = self._left_pad(chunk)
+            per_prompt = 1 if greedy else n  # greedy is deterministic: decode once, repeat
+            kwargs = dict(
+                max_new_tokens=max_tokens,
+                do_sample=not greedy,
+                num_return_sequences=per_prompt,
+                eos_token_id=sorted(self.eos_ids),
+                pad_token_id=self.pad_id,
+                repetition_penalty=1.0,
+            )
+            if not greedy:  # top_k=0: no top-k cut (transformers' default is 50; vLLM's is none)
+                kwargs.update(temperature=float(temperature), top_p=float(top_p), top_k=0)
+            with torch.inference_mode():
+                seqs = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+            new = seqs[:, ids.shape[1] :].tolist()
+            for i in range(len(chunk)):
+                rows = new[i * per_prompt : (i + 1) * per_prompt]
+                comps = [self._completion(r, max_tokens) for r in rows]
+                out.append(
+                    comps
+                    if not greedy
+                    else [Completion(c.text, c.n_tokens, c.finish_reason) for c in comps * n]
+                )
+        return out
+
+    def _completion(self, row: list[int], max_tokens: int) -> Completion:
+        end = next((k for k, t in enumerate(row) if t in self.eos_ids), None)
+        if end is None:
+            toks, reason = row[:max_tokens], "length"
+        else:
+            toks, reason = row[: end + 1], "stop"  # the eos counts as a generated token (as in vLLM)
+        text = self.tokenizer.decode(toks, skip_special_tokens=True)
+        return Completion(text=text, n_tokens=len(toks), finish_reason=reason)
+
+    def score(self, prompts: list[str], continuations: list[list[str]]) -> list[list[float]]:
+        import torch
+
+        if len(prompts) != len(continuations):
+            raise ValueError(f"score: {len(prompts)} prompts but {len(continuations)} continuation lists")
+        pairs: list[tuple[int, int, list[int], list[int]]] = []  # (i, j, prompt ids, continuation ids)
+        for i, (p, conts) in enumerate(zip(prompts, continuations)):
+            p_ids = self.encode(p)
+            if not p_ids:
+                raise UserError(f"score: prompt {i} is empty")
+            for j, c in enumerate(conts):
+                pairs.append((i, j, p_ids, self.encode(c)))
+        out = [[0.0] * len(c) for c in continuations]
+        todo = [q for q in pairs if q[3]]  # an empty continuation has log-probability 0
+        # Similar lengths together: less padding per forward pass.
+        todo.sort(key=lambda q: len(q[2]) + len(q[3]))
+        bs = self.engine.batch_size
+        for start in range(0, len(todo), bs):
+            chunk = todo[start : start + bs]
+            seqs = [p + c for _, _, p, c in chunk]
+            ids, mask = self._left_pad(seqs)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            # Left padding puts every continuation at the right edge: only the last
+            # (longest continuation + 1) positions' logits are needed.
+            keep = max(len(c) for *_, c in chunk) + 1
+            kwargs = {"logits_to_keep": keep} if self._keeps_logits else {}
+            with torch.inference_mode():
+                logits = self.model(
+                    input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False, **kwargs
+                ).logits
+                logits = logits[:, -keep:]
+                for row, (i, j, _, c) in enumerate(chunk):
+                    # positions -len(c)-1 .. -2 predict the continuation tokens at -len(c) .. -1
+                    lp = logits[row, -len(c) - 1 : -1].float().log_softmax(-1)
+                    target = torch.tensor(c, device=lp.device).unsqueeze(-1)
+                    out[i][j] = float(lp.gather(-1, target).sum())
+        return out
+
+    def load_weights(self, model_dir: Path) -> None:
+        model_dir = Path(model_dir)
+        new = load_causal_lm(model_dir, self.engine.dtype, "cpu")
+        try:
+            self.model.load_state_dict(new.state_dict(), strict=True)
+        except RuntimeError as e:
+            raise UserError(
+                f"model: the weights in {model_dir} do not fit the loaded model "
+                f"{self.model_dir}: {str(e).splitlines()[0]}"
+            ) from None
+        finally:
+            del new
+            gc.collect()
+        self.model.eval()
+        self.model_dir = model_dir
+
+    def sleep(self, level: int = 1) -> None:
+        """Nothing to free: the hf backend holds no engine (kept for symmetry with vLLM)."""
+
+    def wake_up(self) -> None:
+        """See `sleep`."""
+
+    def close(self) -> None:
+        import torch
+
+        self.model = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
