@@ -1,0 +1,72 @@
+"""Distill under `accelerate launch`, round after round like the loop (tests/test_distill.py runs it).
+
+    accelerate launch --config_file launch/cpu_2proc.yaml tests/scripts/distill_2proc.py \
+        MODEL_DIR OUT_DIR [METHOD [ROUNDS]]
+
+Round r trains on the checkpoint of round r-1 and writes OUT_DIR/round_<r>/checkpoint. After each
+round every rank prints one line `RESULT {json}` with the round, its rank, the checksum of its trained
+weights, how many times it wrote a checkpoint in that round, and the stats distill returned.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+
+def rows(tokenizer, n: int = 16) -> pd.DataFrame:
+    out = []
+    for i in range(n):
+        a, b = i % 7 + 2, i % 5 + 3
+        prompt = tokenizer.apply_chat_template(
+            [{"role": "user", "content": f"What is {a} + {b}?"}], tokenize=False, add_generation_prompt=True
+        )
+        out.append({"prompt": prompt, "completion": f"{a} + {b} = {a + b}." + tokenizer.eos_token})
+    return pd.DataFrame(out)
+
+
+def main() -> None:
+    import torch
+    from transformers import AutoTokenizer
+
+    import trainer.io
+    from trainer import dist
+    from trainer.distill import SFTOptions, distill
+
+    model_dir, out_dir = Path(sys.argv[1]), Path(sys.argv[2])
+    method = sys.argv[3] if len(sys.argv) > 3 else "lora"
+    rounds = int(sys.argv[4]) if len(sys.argv) > 4 else 1
+    dist.init(cpu=not torch.cuda.is_available())  # as the loop does before any stage
+
+    saves = []
+    atomic_dir = trainer.io.atomic_dir
+
+    def counting_atomic_dir(path, build):
+        saves.append(str(path))
+        return atomic_dir(path, build)
+
+    trainer.io.atomic_dir = counting_atomic_dir  # distill looks it up when it saves
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    opts = SFTOptions(method=method, learning_rate=1e-3, batch_size=4, epochs=1, max_length=128)
+    prev = model_dir
+    for r in range(rounds):
+        saves.clear()
+        ckpt = out_dir / f"round_{r}" / "checkpoint"
+        stats = distill(rows(tok), prev, ckpt, opts, seed=r)
+        result = {
+            "round": r,
+            "rank": dist.rank(),
+            "world_size": dist.world_size(),
+            "saves": len(saves),
+            "checksum": stats["weights_checksum"],
+            "stats": stats,
+        }
+        print("RESULT " + json.dumps(result), flush=True)
+        prev = ckpt
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,480 @@
+"""Distillation: supervised fine-tuning on the kept (prompt, completion) pairs with TRL's SFTTrainer.
+
+    stats = distill(kept[["prompt", "completion"]], prev_checkpoint, round_dir / "checkpoint", opts, seed)
+
+The same call works in one plain process and on every rank under `accelerate launch` (DDP, or DeepSpeed
+ZeRO-2/3 from the accelerate config or `opts.deepspeed`). The rows go to TRL in its prompt-completion
+format: prompts are already rendered (chat template included) and are only tokenized, the loss covers
+the completion tokens alone, and every completion ends with the tokenizer's EOS text so the model
+learns to stop (TRL appends EOS only where it is missing, so it is never doubled). LoRA adapters are
+merged into the weights before saving, so `output_dir` is always a plain Hugging Face checkpoint
+(bf16 safetensors, config, tokenizer) that the next round's sampler loads. Only the main process
+writes it, atomically; nothing else is left on disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from trainer.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+METHODS = ("full", "lora")
+_TRUE = ("true", "yes", "on", "1", "bf16")
+_FALSE = ("false", "no", "off", "0", "fp32")
+
+
+@dataclass
+class SFTOptions:
+    """How the kept samples are distilled into the next checkpoint (TRL SFT)."""
+
+    method: str = "lora"  # full | lora (LoRA is merged into the weights before saving)
+    learning_rate: float = 1e-4
+    epochs: float = 1.0
+    batch_size: int = 8  # per device
+    grad_accum: int = 1
+    max_length: int = 512  # tokens of prompt + completion; longer rows are truncated at the end
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_target: str = "all-linear"  # PEFT target_modules: all-linear, or a comma-separated list of names
+    gradient_checkpointing: bool = False
+    warmup_ratio: float = 0.0  # fraction of the steps with a linear warm-up
+    weight_decay: float = 0.0
+    packing: bool = False  # pack rows into max_length sequences (TRL's BFD packing, padding-free)
+    bf16: Any = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | true | false
+    deepspeed: str | None = None  # a DeepSpeed JSON (launch/ds_zero*.json); else accelerate's config decides
+
+    def validate(self, key: str) -> None:
+        if self.method not in METHODS:
+            raise UserError(
+                f"{key}.method: unknown value '{self.method}'; choose one of {', '.join(METHODS)}"
+            )
+        for name in ("learning_rate", "epochs", "batch_size", "grad_accum", "max_length"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"{key}.{name}: must be > 0, got {getattr(self, name)}")
+        if self.method == "lora":
+            for name in ("lora_r", "lora_alpha"):
+                if getattr(self, name) <= 0:
+                    raise UserError(f"{key}.{name}: must be > 0, got {getattr(self, name)}")
+            if not self.lora_target.strip():
+                raise UserError(
+                    f"{key}.lora_target: empty; use all-linear or module names like q_proj,v_proj"
+                )
+        if not 0 <= self.lora_dropout < 1:
+            raise UserError(f"{key}.lora_dropout: must be in [0, 1), got {self.lora_dropout}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise UserError(f"{key}.warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
+        if self.weight_decay < 0:
+            raise UserError(f"{key}.weight_decay: must be >= 0, got {self.weight_decay}")
+        if _parse_bf16(self.bf16) == "invalid":
+            raise UserError(f"{key}.bf16: unknown value {self.bf16!r}; choose auto, true or false")
+        if self.deepspeed is not None and not Path(self.deepspeed).is_file():
+            raise UserError(
+                f"{key}.deepspeed: file {self.deepspeed} does not exist; pass a DeepSpeed JSON such "
+                f"as launch/ds_zero2.json, or leave it unset"
+            )
+
+    def use_bf16(self, cuda: bool) -> bool:
+        value = _parse_bf16(self.bf16)
+        return cuda if value == "auto" else bool(value)
+
+
+def _parse_bf16(value: Any) -> bool | str:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text == "auto":
+        return "auto"
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    return "invalid"
+
+
+def distill(
+    rows: pd.DataFrame,
+    base_model_dir: Path,
+    output_dir: Path,
+    opts: SFTOptions,
+    seed: int,
+    report_to: str = "none",
+) -> dict:
+    """Fine-tune `base_model_dir` on `rows` (columns prompt, completion); write the result to `output_dir`.
+
+    Call it on every rank when launched with accelerate; all ranks return the same stats (timings
+    aside): train_loss (mean over the run), loss_history (one value per optimizer step), steps,
+    samples, train_tokens (prompt + completion tokens processed, all ranks), seconds,
+    tokens_per_second, trainable_params, and weights_checksum (this rank's trained weights; equal on
+    all ranks when they stayed in sync; None under ZeRO-3).
+    """
+    import torch
+
+    if rows is None or len(rows) == 0:
+        raise ValueError("distill: no rows to train on")
+    output_dir = Path(output_dir)
+    scratch = Path(tempfile.mkdtemp(prefix="mindgap-sft-"))  # the Trainer's output_dir; nothing lands there
+    try:
+        with _environ(**_launch_env(opts)):
+            return _train_and_save(rows, base_model_dir, output_dir, opts, seed, scratch, report_to)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _train_and_save(
+    rows, base_model_dir, output_dir: Path, opts: SFTOptions, seed: int, scratch: Path, report_to: str
+) -> dict:
+    trainer = build_trainer(rows, base_model_dir, opts, seed, scratch, report_to=report_to)
+    trainable = sum(_numel(p) for p in trainer.model.parameters() if p.requires_grad)
+    samples = len(trainer.train_dataset)
+    prepared_tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
+
+    clock = time.perf_counter()
+    result = trainer.train()  # never evaluate() first: it marks the model prepared and disables DDP
+    seconds = time.perf_counter() - clock
+
+    history = trainer.state.log_history
+    tokens = next((int(h["num_tokens"]) for h in reversed(history) if "num_tokens" in h), None)
+    if tokens is None:  # TRL logs the tokens it trained on; else the prepared rows times the epochs
+        tokens = int(prepared_tokens * (trainer.state.epoch or 1))
+    stats = {
+        "train_loss": float(result.training_loss),
+        "loss_history": [float(h["loss"]) for h in history if "loss" in h],
+        "steps": int(trainer.state.global_step),
+        "samples": samples,
+        "train_tokens": tokens,
+        "seconds": round(seconds, 3),
+        "tokens_per_second": round(tokens / seconds, 2) if seconds > 0 else None,
+        "trainable_params": int(trainable),
+        "method": opts.method,
+        "world_size": int(trainer.accelerator.num_processes),
+        "weights_checksum": _checksum(trainer),
+    }
+    _save(trainer, output_dir, trainer.processing_class, lora=opts.method == "lora")
+    return stats
+
+
+def build_trainer(
+    rows: pd.DataFrame,
+    base_model_dir: Path,
+    opts: SFTOptions,
+    seed: int,
+    work_dir: Path,
+    report_to: str = "none",
+):
+    """The SFTTrainer that `distill` runs, ready to train (for `distill`, and for inspecting its batches).
+
+    `work_dir` becomes the Trainer's output_dir; with saving off nothing is written there.
+    """
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    missing = {"prompt", "completion"} - set(rows.columns)
+    if missing:
+        raise ValueError(f"distill: rows lack the column(s) {sorted(missing)}")
+    base_model_dir = Path(base_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
+    if tokenizer.eos_token is None:
+        raise UserError(
+            f"model: the tokenizer in {base_model_dir} has no EOS token, so a completion cannot mark "
+            "its end; use a model whose tokenizer defines one"
+        )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    data = Dataset.from_dict(_prepare_rows(rows, tokenizer))
+
+    cuda = torch.cuda.is_available()
+    bf16 = opts.use_bf16(cuda)
+    lora = opts.method == "lora"
+    with _environ(**_launch_env(opts)):
+        deepspeed_on = _env_true("ACCELERATE_USE_DEEPSPEED")
+        # On CPU, DDP needs use_cpu=True (a gloo process group). DeepSpeed needs use_cpu=False (with it
+        # accelerate ignores DeepSpeed) plus ddp_backend="gloo": without a backend accelerate counts one
+        # process while DeepSpeed counts them all, and DeepSpeed's batch-size check fails.
+        use_cpu = not cuda and not deepspeed_on
+        ddp_backend = "gloo" if (deepspeed_on and not cuda) else None
+        args = SFTConfig(
+            output_dir=str(work_dir),
+            per_device_train_batch_size=opts.batch_size,
+            gradient_accumulation_steps=opts.grad_accum,
+            learning_rate=opts.learning_rate,
+            num_train_epochs=opts.epochs,
+            lr_scheduler_type="linear",
+            warmup_steps=opts.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+            weight_decay=opts.weight_decay,
+            max_length=opts.max_length,
+            packing=opts.packing,
+            completion_only_loss=True,  # the format implies it; explicit so it never silently changes
+            gradient_checkpointing=opts.gradient_checkpointing,  # TRL defaults it on
+            bf16=bf16,  # TRL defaults it on, which fails on CPU
+            fp16=False,
+            use_cpu=use_cpu,
+            ddp_backend=ddp_backend,
+            seed=seed,
+            data_seed=seed,
+            logging_strategy="steps",
+            logging_steps=1,
+            save_strategy="no",
+            eval_strategy="no",
+            report_to=report_to,
+            ddp_find_unused_parameters=False,
+            dataloader_num_workers=0,
+            dataloader_pin_memory=cuda,
+            disable_tqdm=False,
+        )
+        # After the config: under ZeRO-3 its DeepSpeed settings make from_pretrained load the weights
+        # partitioned across ranks. Frozen LoRA base weights can stay bf16; weights that train keep
+        # fp32 masters (with bf16 autocast).
+        load_dtype = torch.bfloat16 if (lora and bf16) else torch.float32
+        model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=load_dtype)
+        return SFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=data,
+            processing_class=tokenizer,
+            peft_config=_lora_config(opts) if lora else None,
+        )
+
+
+# ---------------------------------------------------------------- data
+
+
+def _prepare_rows(rows: pd.DataFrame, tokenizer) -> dict[str, list[str]]:
+    """Plain-string prompt/completion columns, each completion ending in exactly one EOS.
+
+    TRL tokenizes a string prompt with the tokenizer's special tokens; where that adds a BOS and the
+    rendered prompt already starts with the BOS text, the text one is dropped so the model sees one.
+    """
+    eos = tokenizer.eos_token
+    prompts, completions = [], []
+    for i, (prompt, completion) in enumerate(zip(rows["prompt"], rows["completion"])):
+        if not isinstance(prompt, str) or not isinstance(completion, str):
+            raise ValueError(
+                f"distill: row {i}: prompt and completion must be strings, got "
+                f"{type(prompt).__name__} and {type(completion).__name__}"
+            )
+        if not completion.endswith(eos):
+            completion += eos
+        prompts.append(prompt)
+        completions.append(completion)
+    bos = tokenizer.bos_token
+    if bos and prompts[0].startswith(bos):
+        ids = tokenizer(prompts[0])["input_ids"]
+        if len(ids) >= 2 and ids[0] == ids[1] == tokenizer.bos_token_id:
+            prompts = [p[len(bos) :] if p.startswith(bos) else p for p in prompts]
+    return {"prompt": prompts, "completion": completions}
+
+
+# ---------------------------------------------------------------- model
+
+
+def _lora_config(opts: SFTOptions):
+    from peft import LoraConfig
+
+    target = opts.lora_target.strip()
+    targets: str | list[str] = (
+        target if target == "all-linear" else [t.strip() for t in target.split(",") if t.strip()]
+    )
+    return LoraConfig(
+        r=opts.lora_r,
+        lora_alpha=opts.lora_alpha,
+        lora_dropout=opts.lora_dropout,
+        target_modules=targets,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def _numel(p) -> int:
+    return int(getattr(p, "ds_numel", 0) or p.numel())  # ZeRO-3 partitions leave p.numel() == 0
+
+
+def _checksum(trainer) -> float | None:
+    """A cheap fingerprint of this rank's trained weights (equal on every rank when DDP kept them in sync).
+
+    None under ZeRO-3, where each rank holds only its shard.
+    """
+    import torch
+
+    if _zero_stage(trainer) == 3:
+        return None
+    with torch.no_grad():  # summed in float64 inside the reduction: no copy of the weights
+        sums = [p.detach().sum(dtype=torch.float64) for p in trainer.model.parameters() if p.requires_grad]
+    return float(torch.stack(sums).sum()) if sums else 0.0
+
+
+def _zero_stage(trainer) -> int:
+    if not getattr(trainer, "is_deepspeed_enabled", False):
+        return 0
+    plugin = trainer.accelerator.state.deepspeed_plugin
+    return int(plugin.zero_stage) if plugin is not None else 0
+
+
+def _save(trainer, output_dir: Path, tokenizer, lora: bool) -> None:
+    """Write the trained model as a bf16 HF checkpoint: main process only, atomically; all ranks wait."""
+    import torch
+
+    from trainer.io import atomic_dir
+
+    accelerator = trainer.accelerator
+    model = accelerator.unwrap_model(trainer.model)
+    state = None
+    if _zero_stage(trainer) == 3:
+        # The weights are partitioned across ranks; every rank takes part in gathering them.
+        state = accelerator.get_state_dict(trainer.model_wrapped)
+    if accelerator.is_main_process:
+        base = model.get_base_model() if lora else model
+
+        def build(tmp: Path) -> None:
+            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; a checkpoint is shared like any dir
+            if state is None:
+                final = model.merge_and_unload() if lora else model
+                final = final.to(torch.bfloat16)
+                final.config.use_cache = True
+                final.save_pretrained(tmp)
+            else:
+                sd = merge_lora_state_dict(state, _lora_scaling(model)) if lora else dict(state)
+                final = _from_state_dict(base.config, sd)
+                final.config.use_cache = True
+                final.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            for f in tmp.iterdir():  # some writers create files private too
+                os.chmod(f, 0o666 & ~_umask())
+
+        atomic_dir(output_dir, build)
+    accelerator.wait_for_everyone()
+
+
+def _from_state_dict(config, state: dict):
+    """A bf16 model on CPU holding `state` (a full state dict gathered from ZeRO-3 shards)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    # The trainer's DeepSpeed config is still registered, and would make from_config partition this
+    # model across ranks (zero.Init) while only the main process is here: hide it meanwhile.
+    saved = hf_deepspeed._hf_deepspeed_config_weak_ref
+    hf_deepspeed._hf_deepspeed_config_weak_ref = None
+    try:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = saved
+    state = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in state.items()}
+    model.load_state_dict(state, strict=False, assign=True)
+    model.tie_weights()
+    missing = [n for n, p in model.named_parameters() if p.is_meta]
+    if missing:
+        raise RuntimeError(f"distill: the gathered ZeRO-3 state dict lacks {missing[:5]}")
+    return model
+
+
+def _lora_scaling(model) -> float:
+    cfg = model.peft_config["default"]
+    if getattr(cfg, "use_rslora", False):
+        return cfg.lora_alpha / math.sqrt(cfg.r)
+    return cfg.lora_alpha / cfg.r
+
+
+def merge_lora_state_dict(state: dict, scaling: float, adapter: str = "default") -> dict:
+    """Fold LoRA weights into their base weights in a PeftModel's full state dict (W + s·B·A).
+
+    Used where the weights exist only as a gathered state dict (ZeRO-3); keys come out as the base
+    model's own (no `base_model.model.` prefix, no `.base_layer`).
+    """
+    import torch
+
+    prefix = "base_model.model."
+    out: dict = {}
+    for key, value in state.items():
+        if ".lora_" in key:
+            continue
+        out[key.removeprefix(prefix).replace(".base_layer.", ".")] = value
+    suffix_a = f".lora_A.{adapter}.weight"
+    for key, a in state.items():
+        if not key.endswith(suffix_a):
+            continue
+        module = key[: -len(suffix_a)]
+        b = state[f"{module}.lora_B.{adapter}.weight"]
+        target = module.removeprefix(prefix) + ".weight"
+        w = out[target]
+        delta = b.to(torch.float32) @ a.to(torch.float32)
+        out[target] = (w.to(torch.float32) + scaling * delta).to(w.dtype)
+    return out
+
+
+def _launch_env(opts: SFTOptions) -> dict[str, str]:
+    """Environment that accelerate and transformers read while the trainer is built and runs.
+
+    `opts.bf16` decides the precision: accelerate's config exports its mixed_precision as
+    ACCELERATE_MIXED_PRECISION, which transformers would follow even with bf16=False. `opts.deepspeed`
+    is handed over the way `accelerate launch` hands over a DeepSpeed config (passing it as
+    TrainingArguments.deepspeed instead sets up no CPU process group, so ZeRO on CPU fails).
+    """
+    import json
+
+    import torch
+
+    env = {"ACCELERATE_MIXED_PRECISION": "bf16" if opts.use_bf16(torch.cuda.is_available()) else "no"}
+    if opts.deepspeed is not None:
+        if "LOCAL_RANK" not in os.environ:
+            raise UserError(
+                "sft.deepspeed: DeepSpeed needs a distributed launcher; run the recipe with "
+                "`accelerate launch --config_file launch/multi_gpu.yaml ...` (or launch/zero2.yaml "
+                "and leave sft.deepspeed unset)"
+            )
+        path = Path(opts.deepspeed).resolve()
+        try:
+            stage = json.loads(path.read_text()).get("zero_optimization", {}).get("stage", 0)
+        except (OSError, ValueError) as e:
+            raise UserError(f"sft.deepspeed: cannot read {path} as JSON: {e}") from None
+        env.update(
+            {
+                "ACCELERATE_USE_DEEPSPEED": "true",
+                "ACCELERATE_DEEPSPEED_CONFIG_FILE": str(path),
+                "ACCELERATE_DEEPSPEED_ZERO3_INIT": "true" if stage == 3 else "false",
+                "ACCELERATE_CONFIG_DS_FIELDS": "",  # settings come from the JSON alone
+            }
+        )
+    return env
+
+
+@contextlib.contextmanager
+def _environ(**values: str):
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "false").strip().lower() in ("1", "true", "yes")
