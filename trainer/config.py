@@ -76,7 +76,7 @@ class EngineConfig:
     """The inference backend that samples and scores."""
 
     backend: str = "auto"  # vllm | hf | auto (vllm where installed)
-    dtype: str = "bfloat16"  # bfloat16 | float16 | float32
+    dtype: str = "auto"  # auto (bf16, but fp32 for transformers on CPU, where bf16 is slower) | bfloat16 | float16 | float32
     max_model_len: int = 1024
     batch_size: int = 32  # hf: prompts per generate() call
     gpu_memory_utilization: float = 0.35  # vllm on GPU: leaves room for SFT beside the engine
@@ -86,7 +86,7 @@ class EngineConfig:
 
     def validate(self, key: str) -> None:
         _one_of(f"{key}.backend", self.backend, ("auto", "vllm", "hf"))
-        _one_of(f"{key}.dtype", self.dtype, ("bfloat16", "float16", "float32"))
+        _one_of(f"{key}.dtype", self.dtype, ("auto", "bfloat16", "float16", "float32"))
         _positive(f"{key}.max_model_len", self.max_model_len)
         _positive(f"{key}.batch_size", self.batch_size)
 

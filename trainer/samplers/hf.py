@@ -22,6 +22,9 @@ DTYPES = {"bfloat16": "bfloat16", "float16": "float16", "float32": "float32"}
 def _torch_dtype(name: str):
     import torch
 
+    if name == "auto":  # bf16 matmuls on CPUs without native bf16 run several times slower than fp32
+        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+
     if name not in DTYPES:
         raise UserError(f"engine.dtype: unknown value '{name}'; choose one of {', '.join(DTYPES)}")
     return getattr(torch, DTYPES[name])

@@ -71,7 +71,7 @@ class VLLMSampler:
         kwargs = dict(
             model=str(self.model_dir),
             tokenizer=str(self.model_dir),
-            dtype=self.engine.dtype,
+            dtype="bfloat16" if self.engine.dtype == "auto" else self.engine.dtype,
             max_model_len=self.engine.max_model_len,
             enforce_eager=self.engine.enforce_eager,
             seed=seed,
