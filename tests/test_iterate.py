@@ -16,7 +16,17 @@ import pytest
 from tests.conftest import ROOT, needs_vllm
 
 # Keys of a round's metrics that measure the machine, not the study.
-VOLATILE = {"seconds", "swap_seconds", "rss_mb", "checkpoint"}
+VOLATILE = {"rss_mb", "checkpoint"}
+
+
+def _drop_timings(obj):
+    if isinstance(obj, dict):
+        return {
+            k: _drop_timings(v)
+            for k, v in obj.items()
+            if k not in VOLATILE and "seconds" not in k and "per_second" not in k
+        }
+    return obj
 
 
 def study_args(model: Path | str, out: Path, backend: str = "hf", rounds: int = 2) -> list[str]:
@@ -85,7 +95,7 @@ def run(args: list[str], timeout: int = 900) -> str:
 
 def stable(metrics_jsonl: Path) -> list[dict]:
     lines = [json.loads(line) for line in metrics_jsonl.read_text().splitlines()]
-    return [{k: v for k, v in m.items() if k not in VOLATILE} for m in lines]
+    return [_drop_timings(m) for m in lines]
 
 
 @pytest.mark.slow

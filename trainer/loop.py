@@ -42,6 +42,7 @@ class Study:
     sampler: object = None
     loaded: Path | None = None  # the checkpoint whose weights the sampler holds
     history: list[dict] = field(default_factory=list)
+    written: int = 0  # rounds already in metrics.jsonl and report.md
 
     def __post_init__(self):
         self.out = Path(self.cfg.output_dir)
@@ -176,6 +177,7 @@ class Study:
         done = rd / "metrics.json"
         if done.exists():
             m = read_json(done)
+            self.history.append(m)
             return m, Path(m["checkpoint"]), m.get("stop")
         seconds, train, stop = {}, {}, None
         self.swap_seconds = None
@@ -232,8 +234,8 @@ class Study:
                 "rss_mb": rss_mb(),
             }
         )
-        history = self.history + [metrics]
-        stop = stop or (saturation_check(history, self.cfg.saturation) if t > 0 else None)
+        self.history.append(metrics)
+        stop = stop or (saturation_check(self.history, self.cfg.saturation) if t > 0 else None)
         metrics["stop"] = stop
         if dist.is_main():
             write_json(done, metrics)
@@ -260,17 +262,23 @@ class Study:
 
     # ------------------------------------------------------------------ logging
 
-    def log_round(self, t: int, metrics: dict, eval_rows: pd.DataFrame) -> None:
-        if not dist.is_main():
+    def write_outputs(self) -> None:
+        """metrics.jsonl and report.md from every round so far (main process)."""
+        if not dist.is_main() or not self.history or self.written == len(self.history):
             return
-        self.history.append(metrics)
+        self.written = len(self.history)
         write_text(self.out / "metrics.jsonl", "".join(_jsonl(m) for m in self.history))
         write_report(
             self.out,
             self.history,
             title=f"mindgap study: {self.cfg.model} on {self.task.name}",
-            stop_reason=metrics.get("stop"),
+            stop_reason=self.history[-1].get("stop"),
         )
+
+    def log_round(self, t: int, metrics: dict, eval_rows: pd.DataFrame) -> None:
+        if not dist.is_main():
+            return
+        self.write_outputs()
         if self.tracker is not None:
             cols = ["prompt_id", "question", "completion", "answer", "correct", "kept"] + [
                 v.column for v in self.cfg.verifiers
@@ -313,6 +321,7 @@ def run_study(cfg: IterateConfig) -> list[dict]:
             _, checkpoint, stop = study.run_round(t, checkpoint)
             if stop:
                 break
+        study.write_outputs()  # also after a resume that found every round already done
         if dist.is_main():
             if stop:
                 console.print(f"[yellow]stopped:[/] {stop}")
