@@ -20,7 +20,6 @@ from trainer.io import read_json, write_json, write_parquet
 from trainer.models import resolve_model
 from trainer.run import prepare_prompts, seed_everything
 from trainer.stages import VerifierPool, generate_rows, select_rows, verify_rows
-from trainer.verifiers import validate_verifiers
 from trainer.verifiers.ensemble import add_shared_member_costs
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "gap_quickstart.yaml"
@@ -33,7 +32,6 @@ console = Console(stderr=True)
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> dict:
     cfg = load_config(GapConfig, argv, default_config=str(DEFAULT_CONFIG))
-    validate_verifiers(cfg.verifiers)
     seed_everything(cfg.seed)
     out = Path(cfg.output_dir)
     _check_resume(out, cfg)

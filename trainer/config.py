@@ -149,12 +149,15 @@ class GapConfig:
     confidence: float = 0.95
 
     def validate(self, key: str = "") -> None:
+        from trainer.verifiers import validate_verifiers
+
         if not self.verifiers:
             raise UserError("verifiers: list at least one verifier, e.g. [mc, oracle]")
         ids = [v.id or v.name for v in self.verifiers]
         dup = {i for i in ids if ids.count(i) > 1}
         if dup:
             raise UserError(f"verifiers: {sorted(dup)} appear twice; give each an `id`")
+        validate_verifiers(self.verifiers)
         if not 0 < self.confidence < 1:
             raise UserError(f"confidence: must be in (0, 1), got {self.confidence}")
 

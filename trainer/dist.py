@@ -58,15 +58,3 @@ def gather(items: list[Any]) -> list[Any]:
     parts: list[Any] = [None] * world_size()
     dist.all_gather_object(parts, items)
     return [x for part in parts for x in part]
-
-
-def unshard(shards: list[T], n: int) -> list[T]:
-    """Undo `shard` after `gather`: put strided shards back in their original order."""
-    world = world_size()
-    sizes = [len(range(r, n, world)) for r in range(world)]
-    out: list[Any] = [None] * n
-    pos = 0
-    for r, size in enumerate(sizes):
-        out[r::world] = shards[pos : pos + size]
-        pos += size
-    return out

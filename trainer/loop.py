@@ -28,6 +28,7 @@ from trainer.run import prepare_prompts, seed_everything
 from trainer.stages import VerifierPool, generate_rows, select_rows, verify_rows
 from trainer.study import rss_mb, study_metadata
 from trainer.tracking import Tracker
+from trainer.verifiers.ensemble import add_shared_member_costs
 
 console = Console(stderr=True)
 
@@ -120,21 +121,17 @@ class Study:
             return pd.read_parquet(path), read_json(cost_path)
         self.sampler_for(checkpoint)
         self.pool.generator = self.sampler
-        idx = dist.shard(list(range(len(rows))))
+        # Whole prompts per rank: a tournament compares a prompt's generations with each other.
+        mine = set(dist.shard(list(dict.fromkeys(rows["prompt_id"]))))
+        idx = [i for i, p in enumerate(rows["prompt_id"]) if p in mine]
         part, costs = verify_rows(rows.iloc[idx].reset_index(drop=True), self.cfg.verifiers, self.pool)
         cols = [v.column for v in self.cfg.verifiers]
-        scores = dist.unshard(dist.gather(part[cols].to_dict("records")), len(rows))
+        scored = dist.gather([(i, rec) for i, rec in zip(idx, part[cols].to_dict("records"))])
+        by_row = dict(scored)
         rows = rows.copy()
         for col in cols:
-            rows[col] = [s[col] for s in scores]
-        all_costs = dist.gather([costs])
-        costs = {
-            vid: {
-                "tokens": sum(c[vid]["tokens"] for c in all_costs),
-                "seconds": max(c[vid]["seconds"] for c in all_costs),
-            }
-            for vid in all_costs[0]
-        }
+            rows[col] = [by_row[i][col] for i in range(len(rows))]
+        costs = add_shared_member_costs(_merge_costs(dist.gather([costs])))
         if dist.is_main():
             write_json(cost_path, costs)
             write_parquet(path, rows)
@@ -358,6 +355,20 @@ def _start(out: Path, cfg: IterateConfig) -> dict:
         write_json(path, meta)
     dist.barrier()
     return meta
+
+
+def _merge_costs(per_rank: list[dict[str, dict]]) -> dict[str, dict]:
+    """One cost record per verifier from every rank's: counts add up, seconds are the slowest rank's."""
+    merged: dict[str, dict] = {}
+    for costs in per_rank:
+        for vid, cost in costs.items():
+            into = merged.setdefault(vid, {})
+            for key, value in cost.items():
+                if key not in into:
+                    into[key] = value
+                elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                    into[key] = max(into[key], value) if "seconds" in key else into[key] + value
+    return merged
 
 
 def _on_cpu() -> bool:

@@ -1,7 +1,8 @@
 """Multiple-choice verification: P("Correct") / (P("Correct") + P("Incorrect")) from log-probabilities.
 
-One prefill per verdict word and no decoding. Both words are scored as whole continuations, so a word
-that the tokenizer splits (SmolLM2: "In" + "correct") is compared fairly with a single-token one.
+No decoding, and one pass per row: both words are scored as whole continuations (so a word that the
+tokenizer splits, SmolLM2's "In" + "correct", is compared fairly with a single-token one), and the
+sampler reads both off one pass over the prompt + the longer word (`Sampler.score`, `plan_carriers`).
 """
 
 from __future__ import annotations
@@ -31,8 +32,17 @@ class MCVerifier(Verifier):
         logps = np.asarray(self.ctx.sampler.score(prompts, [[yes, no]] * len(prompts)), dtype=np.float64)
         seconds = time.perf_counter() - start
         scores = 1.0 / (1.0 + np.exp(logps[:, 1] - logps[:, 0]))  # softmax over the two verdicts
-        tokens = self.count_tokens(prompts) * 2 + len(prompts) * self.count_tokens([yes, no])
-        return VerifierResult(scores=scores, tokens=tokens, seconds=seconds)
+        return VerifierResult(scores=scores, tokens=self.pass_tokens(prompts, [yes, no]), seconds=seconds)
+
+    def pass_tokens(self, prompts: list[str], verdicts: list[str]) -> int:
+        """Tokens the passes process: each prompt once per group of verdicts the sampler scores together."""
+        from trainer.samplers.base import plan_carriers
+
+        ids = self.ctx.tokenizer(verdicts, add_special_tokens=False)["input_ids"]
+        carriers = plan_carriers(0, ids)
+        return self.count_tokens(prompts) * len(carriers) + len(prompts) * sum(
+            len(c.tokens) for c in carriers
+        )
 
     def fewshot_prefix(self, template: str, yes: str, no: str) -> str:
         """Worked verification examples built from train problems: one right and one wrong answer each."""

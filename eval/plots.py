@@ -1,0 +1,115 @@
+"""Heatmaps: the correlation between verification strategies' scores, and the cross-verification gap."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from trainer.io import atomic_write  # noqa: E402
+
+
+def _label(name: str) -> str:
+    return name[len("score_") :] if name.startswith("score_") else name
+
+
+def _heatmap(
+    ax, matrix: np.ndarray, rows: Sequence[str], cols: Sequence[str], texts, vmin, vmax, cmap, title
+):
+    masked = np.ma.masked_invalid(matrix)
+    cm = plt.get_cmap(cmap).copy()
+    cm.set_bad("#dddddd")
+    im = ax.imshow(masked, cmap=cm, vmin=vmin, vmax=vmax, aspect="auto")
+    ax.set_xticks(range(len(cols)), [str(c) for c in cols], rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)), [str(r) for r in rows], fontsize=8)
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            v = matrix[i, j]
+            dark = np.isfinite(v) and abs(v - (vmin + vmax) / 2) > 0.35 * (vmax - vmin)
+            ax.text(
+                j, i, texts[i][j], ha="center", va="center", fontsize=7, color="white" if dark else "black"
+            )
+    ax.set_title(title, fontsize=10)
+    return im
+
+
+def plot_score_correlation(correlations: dict[str, dict[str, dict[str, float | None]]], path: Path) -> Path:
+    """Pearson and Spearman correlation matrices of the verifiers' scores side by side (grey: undefined,
+    e.g. a verifier whose scores are all equal). `correlations` is metrics.json's `score_correlations`."""
+    methods = [m for m in ("pearson", "spearman") if m in correlations]
+    if not methods:
+        raise ValueError("plot_score_correlation: no pearson or spearman matrix given")
+    names = list(correlations[methods[0]])
+    labels = [_label(n) for n in names]
+    size = max(3.2, 0.55 * len(names) + 1.8)
+    fig, axes = plt.subplots(1, len(methods), figsize=(size * len(methods) + 0.8, size))
+    axes = np.atleast_1d(axes)
+    im = None
+    for ax, method in zip(axes, methods):
+        table = correlations[method]
+        matrix = np.array([[_float(table[a].get(b)) for b in names] for a in names])
+        texts = [["n/a" if not np.isfinite(v) else f"{v:+.2f}" for v in row] for row in matrix]
+        im = _heatmap(ax, matrix, labels, labels, texts, -1.0, 1.0, "RdBu_r", method.capitalize())
+        if ax is not axes[0]:
+            ax.tick_params(labelleft=False)  # the same names as the first panel's rows
+    fig.colorbar(im, ax=list(axes), shrink=0.8)
+    fig.suptitle("Correlation between verification scores", fontsize=11)
+    return _save(fig, path, tight=False)
+
+
+def plot_cross_verify(
+    records: list[dict],
+    generators: Sequence[str],
+    verifiers: Sequence[str],
+    path: Path,
+    keys: Sequence[str] = ("gap", "relative_gap"),
+) -> Path:
+    """Generator × verifier heatmaps of `keys` (each a {value, ci_low, ci_high} in the records, one record
+    per pair with `generator` and `verifier_model`), annotated with the value and its CI."""
+    index = {(r["generator"], r["verifier_model"]): r for r in records}
+    fig, axes = plt.subplots(
+        1,
+        len(keys),
+        figsize=(max(3.5, 1.6 * len(verifiers) + 2) * len(keys), max(2.6, 0.9 * len(generators) + 1.6)),
+    )
+    axes = np.atleast_1d(axes)
+    for ax, key in zip(axes, keys):
+        matrix = np.full((len(generators), len(verifiers)), np.nan)
+        texts = [["n/a"] * len(verifiers) for _ in generators]
+        for i, g in enumerate(generators):
+            for j, v in enumerate(verifiers):
+                m = (index.get((g, v)) or {}).get(key) or {}
+                value = _float(m.get("value"))
+                matrix[i, j] = value
+                if np.isfinite(value):
+                    lo, hi = _float(m.get("ci_low")), _float(m.get("ci_high"))
+                    ci = f"\n[{lo:+.2f}, {hi:+.2f}]" if np.isfinite(lo) and np.isfinite(hi) else ""
+                    texts[i][j] = f"{value:+.3f}{ci}"
+        finite = matrix[np.isfinite(matrix)]
+        bound = max(float(np.abs(finite).max()) if finite.size else 0.0, 1e-3)
+        im = _heatmap(ax, matrix, generators, verifiers, texts, -bound, bound, "RdBu", key.replace("_", " "))
+        ax.set_xlabel("verifier model", fontsize=9)
+        ax.set_ylabel("generator model", fontsize=9)
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.suptitle("Cross-verification: generation–verification gap", fontsize=11)
+    return _save(fig, path)
+
+
+def _float(x) -> float:
+    try:
+        return float("nan") if x is None else float(x)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _save(fig, path: Path, tight: bool = True) -> Path:
+    if tight:
+        fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, dpi=110, format="png", bbox_inches="tight"))
+    plt.close(fig)
+    return Path(path)

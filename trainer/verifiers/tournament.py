@@ -1,0 +1,240 @@
+"""Tournament verification: single-elimination pairwise comparisons among a prompt's generations.
+
+Each round pairs the generations still in (in sample order; an odd one out gets a bye and advances),
+and the verifier compares each pair twice, once in each order, so that a preference for the first
+(or second) position cancels out. A generation's score is how far it went: the rounds it survived
+divided by the rounds its bracket played, so the survivors score 1 and the `tournament` filter
+(trainer/filters.py) keeps them. All comparisons of a round, across every prompt, go to the sampler
+in one batch.
+
+`run_tournaments` is the bracket logic alone; the verifier supplies it a judge that returns, for a
+pair (i, j), the share of parseable votes that prefer i (NaN when no vote could be parsed).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from trainer.verifiers.base import VerifierResult
+from trainer.verifiers.cot import PromptedVerifier, example_answers
+from trainer.verifiers.parsing import Options, parse_choice
+
+LABELS = ("A", "B")
+Judge = Callable[[list[tuple[int, int]]], Sequence[float]]
+
+
+@dataclass
+class Bracket:
+    alive: list[int]  # entries still in, in bracket order
+    rounds: int  # rounds this bracket plays
+    played: int = 0
+
+
+@dataclass
+class TournamentOutcome:
+    survived: dict[int, int]  # entry -> rounds survived (byes and walkovers count)
+    rounds: list[int]  # rounds played per group
+    comparisons: int = 0
+    ties: int = 0  # comparisons decided by the tie-break
+    unresolved: int = 0  # comparisons with no parseable vote at all
+
+    def scores(self, groups: Sequence[Sequence[int]]) -> dict[int, float]:
+        """Rounds survived / rounds played (1 for every entry of a group that played no round)."""
+        out = {}
+        for group, rounds in zip(groups, self.rounds):
+            for e in group:
+                out[e] = self.survived[e] / rounds if rounds else 1.0
+        return out
+
+
+def bracket_rounds(size: int, rounds: int | None) -> int:
+    """Rounds a bracket of `size` entries plays: until one remains, or `rounds` if fewer."""
+    full = math.ceil(math.log2(size)) if size > 1 else 0
+    return full if rounds is None else min(rounds, full)
+
+
+def run_tournaments(
+    groups: Sequence[Sequence[int]],
+    judge: Judge,
+    rounds: int | None = None,
+    rule: str = "abstain",
+    tie_break: str = "random",
+    seed: int = 0,
+) -> TournamentOutcome:
+    """Play a single-elimination tournament in each group of entries.
+
+    `judge(pairs)` gives, per pair (i, j), the preference for i in [0, 1] (NaN: no parseable vote).
+    > 0.5: i advances; < 0.5: j advances; 0.5 (a split vote): the tie-break decides (`random`, seeded,
+    or `first`: the entry earlier in the bracket). A pair with no parseable vote follows `rule`:
+    abstain: the tie-break decides; reject: both are eliminated; accept: both advance.
+    """
+    rng = np.random.default_rng(seed)
+    brackets = [Bracket(list(g), bracket_rounds(len(g), rounds)) for g in groups]
+    out = TournamentOutcome({e: 0 for g in groups for e in g}, [b.rounds for b in brackets])
+    while True:
+        active = [b for b in brackets if b.played < b.rounds and len(b.alive) > 1]
+        if not active:
+            break
+        pairs = [(b.alive[k], b.alive[k + 1]) for b in active for k in range(0, len(b.alive) - 1, 2)]
+        prefs = iter(judge(pairs))
+        out.comparisons += len(pairs)
+        for b in active:
+            nxt: list[int] = []
+            for k in range(0, len(b.alive) - 1, 2):
+                nxt += _advance(b.alive[k], b.alive[k + 1], float(next(prefs)), rule, tie_break, rng, out)
+            if len(b.alive) % 2:
+                nxt.append(b.alive[-1])  # a bye
+            b.alive, b.played = nxt, b.played + 1
+            for e in nxt:
+                out.survived[e] += 1
+    for b in brackets:  # a lone entry left early (its rivals were all eliminated) wins by walkover
+        if len(b.alive) == 1:
+            out.survived[b.alive[0]] += b.rounds - b.played
+    return out
+
+
+def _advance(
+    a: int, b: int, pref: float, rule: str, tie_break: str, rng, out: TournamentOutcome
+) -> list[int]:
+    if math.isnan(pref):
+        out.unresolved += 1
+        if rule == "reject":
+            return []
+        if rule == "accept":
+            return [a, b]
+        pref = 0.5
+    if pref > 0.5:
+        return [a]
+    if pref < 0.5:
+        return [b]
+    out.ties += 1
+    if tie_break == "first":
+        return [a]
+    return [a] if rng.random() < 0.5 else [b]
+
+
+class TournamentVerifier(PromptedVerifier):
+    """Tournament: each prompt's generations meet in single-elimination pairwise comparisons.
+
+    Options (`verifiers.<i>.options`):
+      rounds       rounds to play (null = until one generation remains); with fewer rounds every
+                   bracket's winners survive (e.g. 8 samples, 2 rounds: 2 survivors)
+      mode         cot: the verifier reasons, then writes `Winner: A|B` (parsed; one vote per order);
+                   mc: P("Winner: A") against P("Winner: B") from log-probabilities (no decoding,
+                   never unparseable); the preference is the mean over both orders
+      tie_break    random (seeded) | first: who advances from a split or empty vote
+      unparseable  abstain | reject | accept: a comparison with no parseable vote in either order goes
+                   to the tie-break / eliminates both / lets both advance
+      max_tokens, temperature, top_p   cot mode's sampling (128, 0, 1)
+      examples     a YAML/JSONL file of worked examples {question, response_a, response_b, response};
+                   without it, `n_shots` examples are built from train problems
+    The template (default templates/tournament.txt) needs {question}, {response_a} and {response_b}.
+    Tokens: prompt + generated (cot) or prompt + both continuations (mc) of every comparison call.
+    """
+
+    template_file = "tournament.txt"
+    example_file = "tournament_example.txt"
+    required = ("question", "response_a", "response_b")
+    option_names = (
+        "rounds",
+        "mode",
+        "tie_break",
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "unparseable",
+        "examples",
+    )
+    cue = "Comparison:"
+
+    def read_options(self, opts: Options) -> None:
+        super().read_options(opts)
+        self.rounds = opts.integer("rounds", None, low=1)
+        self.mode = opts.choice("mode", "cot", ("cot", "mc"))
+        self.tie_break = opts.choice("tie_break", "random", ("random", "first"))
+
+    def example_fields(self, problem, i: int, example: str) -> dict:
+        _, wrong, wrong_text = example_answers(problem, 1, self.ctx.task)
+        _, right, right_text = example_answers(problem, 0, self.ctx.task)
+        a_right = i % 2 == 0  # the right response alternates between positions
+        a, b = (right_text, wrong_text) if a_right else (wrong_text, right_text)
+        response = example.format(
+            reference=problem.answer,
+            answer_a=right if a_right else wrong,
+            answer_b=wrong if a_right else right,
+            winner="A" if a_right else "B",
+        )
+        return {"question": problem.question, "response_a": a, "response_b": b, "response": response}
+
+    def score(self, rows: pd.DataFrame) -> VerifierResult:
+        sample_idx = rows["sample_idx"].to_numpy()
+        by_prompt = rows.reset_index(drop=True).groupby("prompt_id", sort=False).indices
+        groups = [sorted(idx.tolist(), key=lambda k: sample_idx[k]) for idx in by_prompt.values()]
+        questions = rows["question"].tolist()
+        completions = [str(c).strip() for c in rows["completion"]]
+        stats = {"tokens": 0, "unparseable": 0, "calls": 0, "seconds": 0.0}
+
+        def judge(pairs: list[tuple[int, int]]) -> list[float]:
+            fields = [
+                {"question": questions[x], "response_a": completions[x], "response_b": completions[y]}
+                for i, j in pairs
+                for x, y in ((i, j), (j, i))
+            ]
+            prompts = self.render_prompts(fields)
+            stats["calls"] += len(prompts)
+            return self._judge_mc(prompts, stats) if self.mode == "mc" else self._judge_cot(prompts, stats)
+
+        outcome = run_tournaments(groups, judge, self.rounds, self.rule, self.tie_break, self.ctx.seed)
+        by_pos = outcome.scores(groups)
+        scores = np.array([by_pos[k] for k in range(len(rows))], dtype=float)
+        return VerifierResult(
+            scores=scores,
+            tokens=int(stats["tokens"]),
+            seconds=stats["seconds"],
+            extra={
+                "unparseable": int(stats["unparseable"]),
+                "calls": int(stats["calls"]),
+                "comparisons": outcome.comparisons,
+                "ties": outcome.ties,
+                "rounds": max(outcome.rounds, default=0),
+            },
+        )
+
+    def _judge_cot(self, prompts: list[str], stats: dict) -> list[float]:
+        """Both orders of each pair (consecutive prompts): the share of parsed votes for the first entry."""
+        texts, tokens, seconds = self.sample(prompts)
+        stats["tokens"] += tokens
+        stats["seconds"] += seconds
+        choices = [parse_choice(t[0], LABELS) for t in texts]
+        stats["unparseable"] += sum(c is None for c in choices)
+        prefs = []
+        for k in range(0, len(choices), 2):
+            # order (i, j): "A" is i; order (j, i): "B" is i
+            votes = [v for v in (_flip(choices[k], False), _flip(choices[k + 1], True)) if v is not None]
+            prefs.append(sum(votes) / len(votes) if votes else float("nan"))
+        return prefs
+
+    def _judge_mc(self, prompts: list[str], stats: dict) -> list[float]:
+        lead = "" if self.ctx.prompt_style == "chat" else " "
+        conts = [f"{lead}Winner: {label}" for label in LABELS]
+        start = time.perf_counter()
+        logps = np.asarray(self.ctx.sampler.score(prompts, [conts] * len(prompts)), dtype=float).reshape(
+            -1, 2
+        )
+        stats["seconds"] += time.perf_counter() - start
+        stats["tokens"] += self.count_tokens(prompts) * 2 + len(prompts) * self.count_tokens(conts)
+        p_a = 1.0 / (1.0 + np.exp(logps[:, 1] - logps[:, 0]))
+        return [float((p_a[k] + (1.0 - p_a[k + 1])) / 2) for k in range(0, len(p_a), 2)]
+
+
+def _flip(choice: int | None, swapped: bool) -> float | None:
+    """A vote for the pair's first entry (1) or second (0) from a choice of label A (0) or B (1)."""
+    if choice is None:
+        return None
+    return float(choice == (1 if swapped else 0))
