@@ -153,6 +153,25 @@ def test_build_sampler_on_a_broken_model_dir_is_a_user_error(tmp_path, smollm2_d
     assert str(tmp_path) in str(e.value)
 
 
+def test_plan_carriers_groups_continuations_that_share_all_but_their_last_token():
+    from trainer.samplers.base import plan_carriers
+
+    # SmolLM2: "Correct" = [38323], "Incorrect" = [788, 18382]: one pass over prompt + In + correct.
+    (carrier,) = plan_carriers(0, [[38323], [788, 18382]])
+    assert carrier.tokens == [788, 18382]
+    assert sorted(carrier.members) == [(0, [38323]), (1, [788, 18382])]
+    assert carrier.rows == [[788, 38323], [18382]]
+    # "Winner: A" / "Winner: B": same prefix, different last token.
+    assert len(plan_carriers(0, [[5, 6, 7], [5, 6, 8]])) == 1
+    # Differing before the last token: two passes; empty continuations: none.
+    assert [c.tokens for c in plan_carriers(3, [[1, 2], [3, 4], []])] == [[1, 2], [3, 4]]
+    # A cap on the ids read per pass splits a group.
+    assert len(plan_carriers(0, [[1, 2], [1, 3], [1, 4]], max_ids=3)) == 2
+    # Reading: a member sums its rows.
+    lp = {(0, 788): -1.0, (0, 38323): -2.0, (1, 18382): -0.5}
+    assert carrier.read(lambda r, t: lp[(r, t)]) == {0: -2.0, 1: -1.5}
+
+
 # ---------------------------------------------------------------- transformers
 
 
@@ -206,6 +225,28 @@ def test_hf_score_is_a_sum_of_token_logprobs(hf, prompts, hf_scores):
     assert first[1] == 0.0  # an empty continuation
     rest = hf.score([prompts[0] + "2 + 3"], [[" = 5."]])[0][0]
     assert abs(first[0] + rest - hf_scores[0][0]) < 0.05
+
+
+VERDICTS = [["Correct", "Incorrect"], ["Winner: A", "Winner: B"], ["Red is a primary color.", "Red", ""]]
+
+
+def per_continuation(sampler, prompts: list[str], continuations: list[list[str]]) -> list[list[float]]:
+    """The old way: one prefill for every (prompt, continuation) pair."""
+    pairs = [(p, c) for p, cs in zip(prompts, continuations) for c in cs]
+    flat = sampler.score([p for p, _ in pairs], [[c] for _, c in pairs])
+    out, k = [], 0
+    for cs in continuations:
+        out.append([flat[k + j][0] for j in range(len(cs))])
+        k += len(cs)
+    return out
+
+
+@pytest.mark.slow
+def test_hf_one_prefill_per_prompt_equals_one_per_continuation(hf, prompts):
+    one = hf.score(prompts, VERDICTS)
+    each = per_continuation(hf, prompts, VERDICTS)
+    assert one[2][2] == 0.0
+    assert max_change(one, each) < 2e-3, (one, each)
 
 
 @pytest.mark.slow
@@ -279,7 +320,36 @@ def test_vllm_scores_agree_with_hf(vllm_sampler, prompts, hf_scores):
     assert_scores_close(scores, hf_scores)
     for sensible, nonsense in scores:
         assert sensible > nonsense + 5
-    assert vllm_sampler.score(prompts[:1], [["", "2 + 3 = 5."]]) == [[0.0, scores[0][0]]]
+    # Alone, it is scored in another batch (and without the prefix cache's blocks): the same to rounding.
+    alone = vllm_sampler.score(prompts[:1], [["", "2 + 3 = 5."]])
+    assert alone[0][0] == 0.0 and abs(alone[0][1] - scores[0][0]) < 1e-3
+
+
+@needs_vllm
+@pytest.mark.slow
+def test_vllm_one_prefill_per_prompt_equals_one_per_continuation(vllm_sampler, prompts, hf):
+    """The forced-decoding scorer (one request per prompt and verdict pair) against the old scorer
+    (one prefill per continuation, prompt_logprobs over the whole sequence) and transformers."""
+    expected_mode = (
+        "prompt_token_ids" if vllm_sampler.llm.llm_engine.vllm_config.use_v2_model_runner else "forced"
+    )
+    assert vllm_sampler.scoring == expected_mode
+    t0 = time.perf_counter()
+    one = vllm_sampler.score(prompts, VERDICTS)
+    t_one = time.perf_counter() - t0
+    mode, vllm_sampler.scoring = vllm_sampler.scoring, "prompt_logprobs"
+    try:
+        t0 = time.perf_counter()
+        each = vllm_sampler.score(prompts, VERDICTS)
+        t_each = time.perf_counter() - t0
+    finally:
+        vllm_sampler.scoring = mode
+    print(f"\nvLLM scoring: one prefill per prompt {t_one:.2f} s, one per continuation {t_each:.2f} s")
+    assert one[2][2] == each[2][2] == 0.0
+    # Same dtype, other kernels (a decode step reads what a prefill row computed): tight in fp32.
+    tol = 2e-3 if vllm_sampler.dtype == "float32" else SCORE_ATOL
+    assert max_change(one, each) < tol, (one, each)
+    assert_scores_close(one, hf.score(prompts, VERDICTS))
 
 
 @needs_vllm

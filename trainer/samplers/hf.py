@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from trainer.config import EngineConfig
 from trainer.errors import UserError
-from trainer.samplers.base import Completion
+from trainer.samplers.base import Carrier, Completion, auto_dtype, plan_carriers
 
 DTYPES = {"bfloat16": "bfloat16", "float16": "float16", "float32": "float32"}
 
@@ -23,7 +23,7 @@ def _torch_dtype(name: str):
     import torch
 
     if name == "auto":  # bf16 matmuls on CPUs without native bf16 run several times slower than fp32
-        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+        return getattr(torch, auto_dtype(torch.cuda.is_available()))
 
     if name not in DTYPES:
         raise UserError(f"engine.dtype: unknown value '{name}'; choose one of {', '.join(DTYPES)}")
@@ -171,41 +171,46 @@ class HFSampler:
         return Completion(text=text, n_tokens=len(toks), finish_reason=reason)
 
     def score(self, prompts: list[str], continuations: list[list[str]]) -> list[list[float]]:
+        """One forward pass per prompt and group of continuations (see `plan_carriers`): a verdict pair
+        like "Correct" / "Incorrect" costs one prefill, not one per word."""
         import torch
 
         if len(prompts) != len(continuations):
             raise ValueError(f"score: {len(prompts)} prompts but {len(continuations)} continuation lists")
-        pairs: list[tuple[int, int, list[int], list[int]]] = []  # (i, j, prompt ids, continuation ids)
+        out = [[0.0] * len(c) for c in continuations]
+        encoded: dict[str, list[int]] = {}  # the same continuations recur for every prompt: encode once
+
+        def enc(text: str) -> list[int]:
+            if text not in encoded:
+                encoded[text] = self.encode(text)
+            return encoded[text]
+
+        work: list[tuple[list[int], Carrier]] = []  # (prompt ids, carrier)
         for i, (p, conts) in enumerate(zip(prompts, continuations)):
             p_ids = self.encode(p)
             if not p_ids:
                 raise UserError(f"score: prompt {i} is empty")
-            for j, c in enumerate(conts):
-                pairs.append((i, j, p_ids, self.encode(c)))
-        out = [[0.0] * len(c) for c in continuations]
-        todo = [q for q in pairs if q[3]]  # an empty continuation has log-probability 0
+            work += [(p_ids, c) for c in plan_carriers(i, [enc(c) for c in conts])]
         # Similar lengths together: less padding per forward pass.
-        todo.sort(key=lambda q: len(q[2]) + len(q[3]))
+        work.sort(key=lambda w: len(w[0]) + len(w[1].tokens))
         bs = self.engine.batch_size
-        for start in range(0, len(todo), bs):
-            chunk = todo[start : start + bs]
-            seqs = [p + c for _, _, p, c in chunk]
+        for start in range(0, len(work), bs):
+            chunk = work[start : start + bs]
+            # The carrier's last token is only predicted, never fed: row r is the distribution after
+            # prompt + tokens[:r], and left padding puts the rows of every sequence at the right edge.
+            seqs = [p + c.tokens[:-1] for p, c in chunk]
             ids, mask = self._left_pad(seqs)
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            # Left padding puts every continuation at the right edge: only the last
-            # (longest continuation + 1) positions' logits are needed.
-            keep = max(len(c) for *_, c in chunk) + 1
+            keep = max(len(c.tokens) for _, c in chunk)
             kwargs = {"logits_to_keep": keep} if self._keeps_logits else {}
             with torch.inference_mode():
                 logits = self.model(
                     input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False, **kwargs
-                ).logits
-                logits = logits[:, -keep:]
-                for row, (i, j, _, c) in enumerate(chunk):
-                    # positions -len(c)-1 .. -2 predict the continuation tokens at -len(c) .. -1
-                    lp = logits[row, -len(c) - 1 : -1].float().log_softmax(-1)
-                    target = torch.tensor(c, device=lp.device).unsqueeze(-1)
-                    out[i][j] = float(lp.gather(-1, target).sum())
+                ).logits[:, -keep:]
+                for row, (_, carrier) in enumerate(chunk):
+                    lp = logits[row, keep - len(carrier.tokens) :].float().log_softmax(-1).cpu()
+                    for j, value in carrier.read(lambda r, tok, lp=lp: lp[r, tok].item()).items():
+                        out[carrier.prompt][j] = value
         return out
 
     def load_weights(self, model_dir: Path) -> None:

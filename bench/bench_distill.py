@@ -1,0 +1,216 @@
+"""Distillation: mindgap's SFT stage against a plain TRL SFTTrainer script on the same kept data.
+
+Both load SmolLM2-135M-Instruct, fine-tune it on the same (prompt, completion) rows with the same
+hyper-parameters (TRL prompt-completion format, loss on completions only), merge LoRA where used and
+save a bf16 checkpoint: the whole stage, load to save. "mindgap" is `trainer.distill.distill`;
+"plain" is the script a user would write with TRL alone (`plain_trl` below). Full fine-tuning and
+LoRA, alternating, repeated; figures are medians. Then the padding that batches carry: the share of
+pad tokens in the batches mindgap's trainer builds, without and with packing (TRL's BFD packing,
+padding-free), and the packed run's speed.
+
+    .venv/bin/python bench/bench_distill.py [--rows 32] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from common import Result, command_line, interleave, median, quickstart_task, spread
+
+HYPER = dict(learning_rate=2e-4, epochs=1.0, batch_size=8, max_length=512, lora_r=16, lora_alpha=32)
+
+
+def kept_rows(n: int, seed: int = 0):
+    """Kept samples as the loop would hand them over: rendered prompts and worked-answer completions of
+    the length SmolLM2 writes on this task (~40 tokens), of varied length."""
+    import random
+
+    import pandas as pd
+
+    _, _, problems, prompts, _ = quickstart_task(n, seed=seed)
+    rng = random.Random(seed)
+    completions = []
+    for p in problems:
+        steps = " ".join(f"Step {k + 1}: keep adding the digits carefully." for k in range(rng.randint(0, 4)))
+        completions.append(
+            f"To solve {p.question.rstrip('.')}, add the two numbers. {steps}\nAnswer: {p.answer}"
+        )
+    return pd.DataFrame({"prompt": prompts[:n], "completion": completions[:n]})
+
+
+def plain_trl(rows, base: Path, out: Path, method: str, seed: int, packing: bool = False) -> dict:
+    """A plain TRL script: SFTTrainer on the rows, merge LoRA, save bf16. What mindgap's stage wraps."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    tok = AutoTokenizer.from_pretrained(base)
+    data = Dataset.from_dict({"prompt": list(rows["prompt"]), "completion": list(rows["completion"])})
+    work = tempfile.mkdtemp(prefix="plain-sft-")
+    args = SFTConfig(
+        output_dir=work,
+        per_device_train_batch_size=HYPER["batch_size"],
+        learning_rate=HYPER["learning_rate"],
+        num_train_epochs=HYPER["epochs"],
+        lr_scheduler_type="linear",
+        max_length=HYPER["max_length"],
+        packing=packing,
+        completion_only_loss=True,
+        gradient_checkpointing=False,
+        bf16=False,
+        use_cpu=not torch.cuda.is_available(),
+        seed=seed,
+        data_seed=seed,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        dataloader_num_workers=0,
+    )
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    peft = None
+    if method == "lora":
+        peft = LoraConfig(
+            r=HYPER["lora_r"],
+            lora_alpha=HYPER["lora_alpha"],
+            target_modules="all-linear",
+            task_type="CAUSAL_LM",
+        )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok, peft_config=peft)
+    start = time.perf_counter()
+    trainer.train()
+    train_s = time.perf_counter() - start
+    tokens = next(int(h["num_tokens"]) for h in reversed(trainer.state.log_history) if "num_tokens" in h)
+    final = trainer.model.merge_and_unload() if method == "lora" else trainer.model
+    final.to(torch.bfloat16).save_pretrained(out)
+    tok.save_pretrained(out)
+    shutil.rmtree(work, ignore_errors=True)
+    return {"train_seconds": train_s, "train_tokens": tokens}
+
+
+def padding_share(rows, base: Path, packing: bool) -> dict:
+    """Pad tokens / all token slots over one epoch of the batches mindgap's trainer builds."""
+    from trainer.distill import SFTOptions, build_trainer
+
+    opts = SFTOptions(method="lora", packing=packing, **_opts())
+    work = Path(tempfile.mkdtemp(prefix="pad-"))
+    try:
+        trainer = build_trainer(rows, base, opts, seed=0, work_dir=work)
+        real = slots = 0
+        for batch in trainer.get_train_dataloader():
+            ids = batch["input_ids"]
+            slots += ids.numel()
+            if "attention_mask" in batch:
+                real += int(batch["attention_mask"].sum())
+            else:  # padding-free: one flattened row, no pad slots
+                real += ids.numel()
+        return {"pad_share": 1 - real / slots, "token_slots": slots, "real_tokens": real}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _opts() -> dict:
+    return {
+        "learning_rate": HYPER["learning_rate"],
+        "epochs": HYPER["epochs"],
+        "batch_size": HYPER["batch_size"],
+        "max_length": HYPER["max_length"],
+        "lora_r": HYPER["lora_r"],
+        "lora_alpha": HYPER["lora_alpha"],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+
+    from trainer.distill import SFTOptions, distill
+    from trainer.models import resolve_model
+
+    res = Result("distillation", "Distillation: mindgap SFT stage vs a plain TRL script", command_line())
+    base = resolve_model("smollm2-135m-instruct")
+    rows = kept_rows(args.rows)
+    scratch = Path(tempfile.mkdtemp(prefix="bench-distill-"))
+
+    def run_mindgap(method: str, packing: bool = False):
+        def run() -> dict:
+            out = scratch / f"mg-{method}-{packing}-{time.monotonic_ns()}"
+            start = time.perf_counter()
+            stats = distill(rows, base, out, SFTOptions(method=method, packing=packing, **_opts()), seed=0)
+            s = time.perf_counter() - start
+            shutil.rmtree(out, ignore_errors=True)
+            return {
+                "seconds": s,
+                "train_seconds": stats["seconds"],
+                "train_tokens": stats["train_tokens"],
+                "tok_per_s": stats["train_tokens"] / stats["seconds"],
+                "loss": stats["train_loss"],
+            }
+
+        return run
+
+    def run_plain(method: str):
+        def run() -> dict:
+            out = scratch / f"plain-{method}-{time.monotonic_ns()}"
+            start = time.perf_counter()
+            stats = plain_trl(rows, base, out, method, seed=0)
+            s = time.perf_counter() - start
+            shutil.rmtree(out, ignore_errors=True)
+            return {"seconds": s, **stats, "tok_per_s": stats["train_tokens"] / stats["train_seconds"]}
+
+        return run
+
+    runs = {}
+    for method in ("lora", "full"):
+        variants = {f"mindgap_{method}": run_mindgap(method), f"plain_{method}": run_plain(method)}
+        if method == "lora":
+            variants["mindgap_lora_packed"] = run_mindgap("lora", packing=True)
+        runs.update(interleave(variants, args.repeats))
+    shutil.rmtree(scratch, ignore_errors=True)
+
+    for method in ("lora", "full"):
+        mg, pl = runs[f"mindgap_{method}"], runs[f"plain_{method}"]
+        res.add(f"{method}: mindgap stage (load, train, merge, save)", median(mg, "seconds"), "s")
+        res.add(f"{method}: plain TRL script (same)", median(pl, "seconds"), "s")
+        res.add(
+            f"{method}: mindgap / plain (speed)",
+            median(pl, "seconds") / median(mg, "seconds"),
+            "x",
+            target=">= 0.95",
+        )
+        res.add(f"{method}: training tokens/s, mindgap", median(mg, "tok_per_s"), "tok/s")
+        res.add(f"{method}: training tokens/s, plain", median(pl, "tok_per_s"), "tok/s")
+    packed = runs["mindgap_lora_packed"]
+    res.add("lora + packing: mindgap stage", median(packed, "seconds"), "s")
+    res.add("lora + packing: training tokens/s", median(packed, "tok_per_s"), "tok/s")
+    res.add(
+        "lora: packing speed-up (training tokens/s)",
+        median(packed, "tok_per_s") / median(runs["mindgap_lora"], "tok_per_s"),
+        "x",
+    )
+    pads = {
+        "padded": padding_share(rows, base, packing=False),
+        "packed": padding_share(rows, base, packing=True),
+    }
+    res.add(
+        "padding waste, padded batches (sft.packing false)", pads["padded"]["pad_share"], "share of slots"
+    )
+    res.add("padding waste, packed (sft.packing true)", pads["packed"]["pad_share"], "share of slots")
+    res.details = {
+        "workload": {"rows": len(rows), **HYPER},
+        "padding": pads,
+        "spread_seconds": {k: spread(v, "seconds") for k, v in runs.items()},
+        "runs": runs,
+    }
+    res.write()
+
+
+if __name__ == "__main__":
+    main()
