@@ -40,6 +40,7 @@ from trainer.config import (
 from trainer.errors import UserError, exit_on_user_error
 from trainer.io import read_json, write_json, write_parquet, write_text
 from trainer.models import DEFAULT_MODEL
+from trainer.run import check_resume
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "cross_verify.yaml"
 # Keys that may change on resume: the summary's, and the matrix's extent (folders are per model).
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     check_verifier(cfg.verifier, "verifier")
     seed_everything(cfg.seed)
     out = Path(cfg.output_dir)
-    _check_resume(out, cfg)
+    check_resume(out, to_dict(cfg), RESUMABLE)
     write_json(out / "config.json", to_dict(cfg))
     gen_dirs = {g: resolve_model(g) for g in cfg.generators}
     ver_dirs = {v: resolve_model(v) for v in cfg.verifier_models}
@@ -309,19 +310,6 @@ def rich_table(records: list[dict], title: str) -> Table:
 
 def _num(x) -> str:
     return "n/a" if x is None else f"{x:.3f}"
-
-
-def _check_resume(out: Path, cfg: CrossVerifyConfig) -> None:
-    old = out / "config.json"
-    if not old.exists():
-        return
-    before, now = read_json(old), to_dict(cfg)
-    changed = [k for k in now if k not in RESUMABLE and before.get(k) != now[k]]
-    if changed:
-        raise UserError(
-            f"output_dir: {out} holds a run with a different '{changed[0]}'; pass a new --output_dir "
-            "or delete the old one"
-        )
 
 
 if __name__ == "__main__":

@@ -15,10 +15,10 @@ from rich.console import Console
 
 from eval.gap import gap_table, summarize
 from trainer.config import GapConfig, load_config, to_dict
-from trainer.errors import UserError, exit_on_user_error
+from trainer.errors import exit_on_user_error
 from trainer.io import read_json, write_json, write_parquet
 from trainer.models import resolve_model
-from trainer.run import prepare_prompts, seed_everything
+from trainer.run import check_resume, prepare_prompts, seed_everything
 from trainer.stages import VerifierPool, generate_rows, select_rows, verify_rows
 from trainer.verifiers.ensemble import add_shared_member_costs
 
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = load_config(GapConfig, argv, default_config=str(DEFAULT_CONFIG))
     seed_everything(cfg.seed)
     out = Path(cfg.output_dir)
-    _check_resume(out, cfg)
+    check_resume(out, to_dict(cfg), SUMMARY_ONLY)
     write_json(out / "config.json", to_dict(cfg))
 
     model_dir = resolve_model(cfg.model)
@@ -95,19 +95,6 @@ def main(argv: list[str] | None = None) -> dict:
         f"{pk}, maj@{metrics['n_samples_per_prompt']}={metrics['maj_at_k']:.3f}; wrote {out}/metrics.json"
     )
     return metrics
-
-
-def _check_resume(out: Path, cfg: GapConfig) -> None:
-    old = out / "config.json"
-    if not old.exists():
-        return
-    before, now = read_json(old), to_dict(cfg)
-    changed = [k for k in now if k not in SUMMARY_ONLY and before.get(k) != now[k]]
-    if changed:
-        raise UserError(
-            f"output_dir: {out} holds a run with a different '{changed[0]}'; pass a new --output_dir "
-            "or delete the old one"
-        )
 
 
 if __name__ == "__main__":

@@ -38,3 +38,19 @@ def prepare_prompts(task_cfg, model_dir: Path, split: str, seed: int):
         )
     prompts = [build_prompt(task, p, tokenizer, style, task_cfg.n_shots, fewshot) for p in problems]
     return task, problems, prompts, train
+
+
+def check_resume(out: Path, now: dict, may_change: tuple[str, ...]) -> None:
+    """Refuse to reuse `out` when its config.json differs from `now` in a key outside `may_change`."""
+    from trainer.io import read_json
+
+    old = out / "config.json"
+    if not old.exists():
+        return
+    before = read_json(old)
+    changed = [k for k in now if k not in may_change and before.get(k) != now[k]]
+    if changed:
+        raise UserError(
+            f"output_dir: {out} holds a run with a different '{changed[0]}'; pass a new --output_dir "
+            "or delete the old one"
+        )
