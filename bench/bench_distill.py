@@ -8,7 +8,7 @@ LoRA, alternating, repeated; figures are medians. Then the padding that batches 
 pad tokens in the batches mindgap's trainer builds, without and with packing (TRL's BFD packing,
 padding-free), and the packed run's speed.
 
-    .venv/bin/python bench/bench_distill.py [--rows 32] [--repeats 3]
+    .venv/bin/python bench/bench_distill.py [--rows 32] [--repeats 3] [--warmup 1]
 """
 
 from __future__ import annotations
@@ -129,6 +129,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=1, help="discarded runs of each variant first")
     args = ap.parse_args()
 
     from trainer.distill import SFTOptions, distill
@@ -172,7 +173,7 @@ def main() -> None:
         variants = {f"mindgap_{method}": run_mindgap(method), f"plain_{method}": run_plain(method)}
         if method == "lora":
             variants["mindgap_lora_packed"] = run_mindgap("lora", packing=True)
-        runs.update(interleave(variants, args.repeats))
+        runs.update(interleave(variants, args.repeats, warmup=args.warmup))
     shutil.rmtree(scratch, ignore_errors=True)
 
     for method in ("lora", "full"):

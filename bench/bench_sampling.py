@@ -75,7 +75,7 @@ def main() -> None:
 
     mindgap()  # warm-up of both paths (first-call allocations), not counted
     plain()
-    runs = interleave({"mindgap_vllm": mindgap, "plain_vllm": plain}, args.repeats)
+    runs = interleave({"mindgap_vllm": mindgap, "plain_vllm": plain}, args.repeats, warmup=1)
     if hf is not None:
         # hf is slow: fewer repeats, each next to a mindgap vLLM run so both see the same load.
         more = interleave({"mindgap_vllm": mindgap, "hf": hf_run}, args.hf_repeats)

@@ -108,7 +108,7 @@ def main() -> None:
             return run
 
         variants.update({"mc_hf": run_hf(mc_hf), "mc_hf_old": run_hf(mc_hf_old)})
-    runs = interleave(variants, args.repeats)
+    runs = interleave(variants, args.repeats, warmup=1)
 
     gen_s = median(runs["generate"], "seconds")
     mc_s = median(runs["mc_vllm"], "seconds")

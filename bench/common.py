@@ -104,13 +104,20 @@ def _git(*args: str) -> str | None:
 
 
 def interleave(
-    variants: dict[str, Callable[[], dict]], repeats: int, log: bool = True
+    variants: dict[str, Callable[[], dict]], repeats: int, log: bool = True, warmup: int = 0
 ) -> dict[str, list[dict]]:
     """Run every variant `repeats` times, alternating which goes first; return each one's measurements.
 
     A variant returns a dict of figures (at least `seconds`); the dicts are collected per variant.
+    `warmup` runs of every variant come first and are discarded: the first run in a process pays for
+    imports and kernel set-up that later runs do not, and would count against whichever goes first.
     """
     names = list(variants)
+    for _ in range(warmup):
+        for name in names:
+            variants[name]()
+            if log:
+                print(f"  [warm-up] {name}", flush=True)
     out: dict[str, list[dict]] = {n: [] for n in names}
     for rep in range(repeats):
         order = names if rep % 2 == 0 else names[::-1]

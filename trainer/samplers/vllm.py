@@ -22,6 +22,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from trainer import watchdog
 from trainer.config import EngineConfig
 from trainer.errors import UserError
 from trainer.samplers.base import Carrier, Completion, auto_dtype, plan_carriers
@@ -94,6 +95,7 @@ class VLLMSampler:
         self.cpu = on_cpu()
         self.asleep = False
         self.llm = None
+        self._watchdog: watchdog.Watchdog | None = None
         self.dtype = engine_dtype(self.engine.dtype, self.cpu)
         kwargs = dict(
             model=str(self.model_dir),
@@ -129,6 +131,7 @@ class VLLMSampler:
         from vllm import LLM
 
         t0 = time.perf_counter()
+        before = watchdog.children()
         try:
             self.llm = LLM(**kwargs)
         except UserError:
@@ -138,6 +141,8 @@ class VLLMSampler:
                 f"model: vLLM cannot load {self.model_dir}: {type(e).__name__}: "
                 f"{str(e).splitlines()[0] if str(e) else ''}"
             ) from None
+        # The engine's processes must not outlive this one, even when it is killed with SIGKILL.
+        self._watchdog = watchdog.guard(watchdog.children() - before)
         self.score_stats: dict = {}  # what the last `score` call sent to the engine
         self.start_seconds = time.perf_counter() - t0
         log.info("vLLM engine for %s started in %.1f s", self.model_dir, self.start_seconds)
@@ -426,6 +431,9 @@ class VLLMSampler:
             log.debug("vLLM engine shutdown: %s", e)
         del llm
         gc.collect()
+        if self._watchdog is not None:
+            self._watchdog.stop()
+            self._watchdog = None
         try:
             from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
 
