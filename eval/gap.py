@@ -75,6 +75,7 @@ def gap_table(metrics: dict, title: str = "generation–verification gap"):
         "AUROC",
         "kept",
         "precision",
+        "unparseable",
         "verify tokens",
     ):
         table.add_column(col, justify="right" if col != "verifier" else "left")
@@ -88,9 +89,16 @@ def gap_table(metrics: dict, title: str = "generation–verification gap"):
             _num(vm.get("auroc")),
             str(vm.get("kept", "")),
             _num(vm.get("kept_precision")),
+            str(unparseable(vm)),
             str(vm.get("verification_tokens", "")),
         )
     return table
+
+
+def unparseable(vm: dict) -> int:
+    """Verifications whose text gave no verdict: the verifier's own count (it sees them under every
+    `unparseable` rule), else the abstentions (NaN scores) in its column."""
+    return int(vm.get("verification_unparseable", vm.get("unparseable", 0)) or 0)
 
 
 def _num(x) -> str:

@@ -27,7 +27,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from eval.gap import fmt_ci, summarize
+from eval.gap import fmt_ci, summarize, unparseable
 from trainer.config import (
     EngineConfig,
     FilterConfig,
@@ -234,7 +234,7 @@ def summarize_all(cfg: CrossVerifyConfig, out: Path) -> list[dict]:
                     "kept": vm.get("kept"),
                     "kept_precision": vm.get("kept_precision"),
                     "verification_tokens": vm.get("verification_tokens"),
-                    "unparseable": vm.get("verification_unparseable", vm.get("unparseable")),
+                    "unparseable": unparseable(vm),
                     "prompts_empty_filter": vm.get("prompts_empty_filter"),
                 }
             )

@@ -288,3 +288,28 @@ def test_json_safe():
     }
     assert json_safe(obj) == {"a": None, "b": [None, 3, 1.5], 2: {"c": True}, "d": None}
     json.dumps(json_safe(obj), allow_nan=False)
+
+
+def test_gap_table_counts_unparseable_verifications():
+    from rich.console import Console
+
+    from eval.gap import gap_table, summarize
+
+    df = frame({"a": [1, 0, 1, 0], "b": [0, 0, 1, 1]}, answer=["1", "2", "1", "2", "3", "3", "4", "4"])
+    df["n_tokens"] = 10
+    df["score_cot"] = [0.9, np.nan, 0.8, 0.1, np.nan, np.nan, 0.7, 0.6]  # abstained on three rows
+    df["kept_cot"] = df["score_cot"].fillna(0) > 0.5
+    df["score_rej"] = df["score_cot"].fillna(0.0)  # "reject" rule: no NaN left, but four were unparseable
+    df["kept_rej"] = df["score_rej"] > 0.5
+    metrics = summarize(df, ["cot", "rej"], costs={"rej": {"unparseable": 4, "tokens": 80}}, n_boot=50)
+    assert metrics["verifiers"]["cot"]["unparseable"] == 3
+    console = Console(width=250, record=True)
+    console.print(gap_table(metrics))
+    rows = [
+        [c.strip() for c in line.replace("┃", "│").split("│")]
+        for line in console.export_text().splitlines()
+        if "│" in line or "┃" in line
+    ]
+    cells = {row[1]: row for row in rows}
+    col = cells["verifier"].index("unparseable")
+    assert cells["cot"][col] == "3" and cells["rej"][col] == "4"
