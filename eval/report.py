@@ -44,6 +44,8 @@ def plot_accuracy_gap(history: list[dict], path: Path) -> None:
     ax2.axhline(0, color="grey", lw=0.8)
     ax2.set(xlabel="round", title="Generation-verification gap (95% CI)")
     ax2.legend(fontsize=8)
+    for ax in (ax1, ax2):
+        _round_ticks(ax, rounds)
     _save(fig, path)
 
 
@@ -60,6 +62,9 @@ def plot_pass_at_k(history: list[dict], path: Path) -> None:
             label=f"round {h['round']}",
         )
     ax.set_xscale("log", base=2)
+    ks = sorted({int(k) for h in history for k in h["pass_at_k"]})
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.minorticks_off()
     ax.set(xlabel="k", ylabel="held-out pass@k", title="pass@k curves by round")
     ax.legend(fontsize=8)
     _save(fig, path)
@@ -76,6 +81,7 @@ def plot_diversity(history: list[dict], path: Path) -> None:
     for ax, key in zip(axes if len(keys) > 1 else [axes], keys):
         ax.plot(rounds, [h["answer_diversity"].get(key) for h in history], marker="o")
         ax.set(xlabel="round", title=key.replace("_", " "))
+        _round_ticks(ax, rounds)
     fig.suptitle("Diversity of held-out samples by round")
     _save(fig, path)
 
@@ -127,6 +133,13 @@ def write_report(
         "",
     ]
     return write_text(out_dir / "report.md", "\n".join(lines))
+
+
+def _round_ticks(ax, rounds: list[int]) -> None:
+    """Whole rounds on the x axis (matplotlib would put ticks at 0.5, 1.5, ...)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=min(len(rounds), 10)))
 
 
 def _save(fig, path: Path) -> None:
