@@ -23,7 +23,7 @@ PARENT = textwrap.dedent(
     dog = watchdog.guard({child.pid})
     if sys.argv[1] == "stop":
         dog.stop()
-    print(json.dumps({"guarded": [child.pid], "dog": dog.proc.pid}), flush=True)
+    print("PIDS", json.dumps({"guarded": [child.pid], "dog": dog.proc.pid}), flush=True)
     time.sleep(300)
     """
 )
@@ -35,7 +35,7 @@ VLLM_PARENT = textwrap.dedent(
     from trainer.samplers.vllm import VLLMSampler
     sampler = VLLMSampler(sys.argv[1])
     kids = [p.pid for p in psutil.Process().children(recursive=True) if p.pid != sampler._watchdog.proc.pid]
-    print(json.dumps({"guarded": kids, "dog": sampler._watchdog.proc.pid}), flush=True)
+    print("PIDS", json.dumps({"guarded": kids, "dog": sampler._watchdog.proc.pid}), flush=True)
     time.sleep(600)
     """
 )
@@ -45,9 +45,10 @@ def start(script: str, *args: str) -> tuple[subprocess.Popen, dict]:
     proc = subprocess.Popen(
         [sys.executable, "-c", script, *args], cwd=ROOT, stdout=subprocess.PIPE, text=True
     )
-    line = proc.stdout.readline()
-    assert line, f"the parent script exited with {proc.wait()}"
-    return proc, json.loads(line)
+    for line in proc.stdout:  # vLLM writes its own lines to stdout too
+        if line.startswith("PIDS "):
+            return proc, json.loads(line[5:])
+    raise AssertionError(f"the parent script exited with {proc.wait()} before naming its processes")
 
 
 def gone(pids: list[int], timeout: float) -> bool:
