@@ -72,18 +72,25 @@ def study_args(model: Path | str, out: Path, backend: str = "hf", rounds: int = 
     ]
 
 
-def launch(args: list[str], **kw) -> subprocess.Popen:
+def launch(args: list[str], log: Path | None = None, **kw) -> subprocess.Popen:
+    """The recipe in its own session; its output goes to `log` when given (a pipe nobody reads while
+    waiting would fill up and stall the study), else to a pipe for `communicate`."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline"}
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "recipes" / "iterate.py"), *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-        **kw,
-    )
+    sink = subprocess.PIPE if log is None else log.open("a")
+    try:
+        return subprocess.Popen(
+            [sys.executable, str(ROOT / "recipes" / "iterate.py"), *args],
+            cwd=ROOT,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+            **kw,
+        )
+    finally:
+        if log is not None:
+            sink.close()  # the child holds its own copy
 
 
 def run(args: list[str], timeout: int = 900) -> str:
@@ -139,11 +146,11 @@ def test_two_round_study(tmp_path, smollm2_dir):
     assert any(not (w1[k] == w2[k]).all() for k in w1)
 
 
-def wait_for(proc: subprocess.Popen, path: Path, timeout: float = 600) -> None:
+def wait_for(proc: subprocess.Popen, path: Path, log: Path, timeout: float = 600) -> None:
     start = time.time()
     while not path.exists():
-        assert proc.poll() is None, f"study exited before {path} appeared: {proc.stdout.read()[-3000:]}"
-        assert time.time() - start < timeout, f"{path} did not appear"
+        assert proc.poll() is None, f"study exited before {path} appeared: {log.read_text()[-3000:]}"
+        assert time.time() - start < timeout, f"{path} did not appear: {log.read_text()[-3000:]}"
         time.sleep(0.2)
 
 
@@ -161,19 +168,22 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path, tiny_model_dir):
     out = tmp_path / "killed"
     args = study_args(tiny_model_dir, out)
     # 1. between stages: right after round 1's verification file lands
-    proc = launch(args)
-    wait_for(proc, out / "round_001" / "verification.parquet")
+    log = tmp_path / "killed.log"
+    proc = launch(args, log)
+    wait_for(proc, out / "round_001" / "verification.parquet", log)
     kill(proc)
     # 2. inside a stage: while round 1 distills (its selection exists, its checkpoint does not yet)
-    proc = launch(args)
-    wait_for(proc, out / "round_001" / "selection.parquet")
+    proc = launch(args, log)
+    wait_for(proc, out / "round_001" / "selection.parquet", log)
     time.sleep(1.0)
     kill(proc)
     assert not (out / "round_001" / "sft.json").exists()
     # 3. inside the evaluation of round 2
-    proc = launch(args)
-    wait_for(proc, out / "round_002" / "eval_generations.parquet")
+    proc = launch(args, log)
+    wait_for(proc, out / "round_002" / "eval_generations.parquet", log)
     kill(proc)
+    # what a kill inside a write leaves (whether this one landed inside one is up to timing)
+    (out / "round_002" / ".eval.parquet.k1ll3d00.tmp").write_text("half a file")
     run(args)
     assert stable(out / "metrics.jsonl") == expected
     assert not list(out.rglob("*.tmp")), "a temp file was left behind as if it were output"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -67,6 +68,37 @@ def atomic_dir(path: str | os.PathLike, build: Callable[[Path], None]) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+# What atomic_write and atomic_dir leave behind when the process dies before the rename:
+# `.<name>.<8 random chars>.tmp` files and `.<name>.<8 random chars>` directories (tempfile's names).
+_INTERRUPTED = re.compile(r"^\..+\.[a-z0-9_]{8}(\.tmp)?$")
+
+
+def remove_interrupted_writes(root: str | os.PathLike) -> list[Path]:
+    """Delete the temp files and dirs of writes that a killed run left under `root`; return them.
+
+    Call it when a run resumes, before anything writes: nothing else names files this way, and a
+    write in flight would be lost.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [
+        p
+        for p in root.rglob(".*")
+        if _INTERRUPTED.match(p.name) and "wandb" not in p.relative_to(root).parts  # W&B's own files
+    ]
+    removed = []
+    for p in sorted(found, key=lambda p: len(p.parts)):
+        if not p.exists():  # inside a temp dir removed just before
+            continue
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
 
 
 def _umask() -> int:

@@ -22,7 +22,7 @@ from eval.saturation import check as saturation_check
 from trainer import dist
 from trainer.config import IterateConfig, to_dict
 from trainer.errors import UserError
-from trainer.io import read_json, write_json, write_parquet, write_text
+from trainer.io import read_json, remove_interrupted_writes, write_json, write_parquet, write_text
 from trainer.models import resolve_model
 from trainer.run import prepare_prompts, seed_everything
 from trainer.stages import VerifierPool, generate_rows, select_rows, verify_rows
@@ -340,6 +340,8 @@ def _start(out: Path, cfg: IterateConfig) -> dict:
     path = out / "study.json"
     now = to_dict(cfg)
     if path.exists():
+        if dist.is_main():
+            remove_interrupted_writes(out)  # a killed run's half-written temp files
         meta = read_json(path)
         before = meta["config"]
         changed = [k for k in now if k not in RESUMABLE_CHANGES and before.get(k) != now[k]]

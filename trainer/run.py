@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from trainer import dist
 from trainer.errors import UserError
 
 
@@ -41,12 +42,15 @@ def prepare_prompts(task_cfg, model_dir: Path, split: str, seed: int):
 
 
 def check_resume(out: Path, now: dict, may_change: tuple[str, ...]) -> None:
-    """Refuse to reuse `out` when its config.json differs from `now` in a key outside `may_change`."""
-    from trainer.io import read_json
+    """Refuse to reuse `out` when its config.json differs from `now` in a key outside `may_change`;
+    else clear what a killed run left half-written there."""
+    from trainer.io import read_json, remove_interrupted_writes
 
     old = out / "config.json"
     if not old.exists():
         return
+    if dist.is_main():  # the process that writes artifacts, before it writes any
+        remove_interrupted_writes(out)  # a killed run's half-written temp files
     before = read_json(old)
     changed = [k for k in now if k not in may_change and before.get(k) != now[k]]
     if changed:

@@ -1,0 +1,57 @@
+"""Atomic writes and the clean-up of writes a killed run left half-done (trainer.io)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+
+import pytest
+
+from trainer.io import atomic_write, remove_interrupted_writes, write_json
+
+
+def test_killed_write_leaves_only_a_temp_file_which_resume_removes(tmp_path):
+    # A process killed with SIGKILL inside an atomic write: the target never appears, a temp file does.
+    script = textwrap.dedent(
+        f"""
+        import os, signal, time
+        from trainer.io import atomic_write
+        def write(p):
+            p.write_text("half")
+            os.kill(os.getpid(), signal.SIGKILL)
+        atomic_write({str(tmp_path / "round_001" / "metrics.json")!r}, write)
+        """
+    )
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True)
+    assert r.returncode == -signal.SIGKILL
+    assert not (tmp_path / "round_001" / "metrics.json").exists()
+    left = list((tmp_path / "round_001").iterdir())
+    assert len(left) == 1 and left[0].name.startswith(".metrics.json.") and left[0].name.endswith(".tmp")
+
+    half_dir = tempfile.mkdtemp(prefix=".checkpoint.", dir=tmp_path / "round_001")  # atomic_dir's temp
+    (tmp_path / "round_001" / "checkpoint_note.txt").write_text("a user's file")
+    (tmp_path / ".env").write_text("not ours")
+    write_json(tmp_path / "round_001" / "sft.json", {"done": True})
+    wandb = tmp_path / "wandb" / "run-1"
+    wandb.mkdir(parents=True)
+    (wandb / ".history.abcdefgh.tmp").write_text("W&B's")
+
+    removed = remove_interrupted_writes(tmp_path)
+    assert sorted(p.name for p in removed) == sorted([left[0].name, os.path.basename(half_dir)])
+    assert sorted(p.name for p in (tmp_path / "round_001").iterdir()) == ["checkpoint_note.txt", "sft.json"]
+    assert (tmp_path / ".env").exists() and (wandb / ".history.abcdefgh.tmp").exists()
+    assert remove_interrupted_writes(tmp_path) == []
+
+
+def test_atomic_write_failure_leaves_nothing(tmp_path):
+    def fail(p):
+        p.write_text("partial")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(tmp_path / "x.json", fail)
+    assert list(tmp_path.iterdir()) == []
