@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from trainer.errors import UserError
+
 
 @dataclass
 class Completion:
@@ -106,6 +108,29 @@ class Carrier:
     def read(self, logprob: Callable[[int, int], float]) -> dict[int, float]:
         """Each member's summed log-probability, given `logprob(row, token id)` of this pass."""
         return {j: float(sum(logprob(r, tok) for r, tok in enumerate(ids))) for j, ids in self.members}
+
+
+def encode_for_scoring(
+    encode: Callable[[str], list[int]], prompts: list[str], continuations: list[list[str]]
+) -> list[tuple[list[int], list[list[int]]]]:
+    """Each prompt's token ids with its continuations' ids, for `Sampler.score`.
+
+    A continuation that recurs across prompts (a verdict word recurs for every one) is tokenized once;
+    an empty prompt is a UserError naming its index.
+    """
+    if len(prompts) != len(continuations):
+        raise ValueError(f"score: {len(prompts)} prompts but {len(continuations)} continuation lists")
+    cache: dict[str, list[int]] = {}
+    out = []
+    for i, (prompt, conts) in enumerate(zip(prompts, continuations)):
+        p_ids = encode(prompt)
+        if not p_ids:
+            raise UserError(f"score: prompt {i} is empty")
+        for c in conts:
+            if c not in cache:
+                cache[c] = encode(c)
+        out.append((p_ids, [cache[c] for c in conts]))
+    return out
 
 
 def plan_carriers(prompt: int, continuations: list[list[int]], max_ids: int | None = None) -> list[Carrier]:

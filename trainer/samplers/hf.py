@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from trainer.config import EngineConfig
 from trainer.errors import UserError
-from trainer.samplers.base import Carrier, Completion, auto_dtype, plan_carriers
+from trainer.samplers.base import Carrier, Completion, auto_dtype, encode_for_scoring, plan_carriers
 
 DTYPES = {"bfloat16": "bfloat16", "float16": "float16", "float32": "float32"}
 
@@ -175,22 +175,10 @@ class HFSampler:
         like "Correct" / "Incorrect" costs one prefill, not one per word."""
         import torch
 
-        if len(prompts) != len(continuations):
-            raise ValueError(f"score: {len(prompts)} prompts but {len(continuations)} continuation lists")
-        out = [[0.0] * len(c) for c in continuations]
-        encoded: dict[str, list[int]] = {}  # the same continuations recur for every prompt: encode once
-
-        def enc(text: str) -> list[int]:
-            if text not in encoded:
-                encoded[text] = self.encode(text)
-            return encoded[text]
-
         work: list[tuple[list[int], Carrier]] = []  # (prompt ids, carrier)
-        for i, (p, conts) in enumerate(zip(prompts, continuations)):
-            p_ids = self.encode(p)
-            if not p_ids:
-                raise UserError(f"score: prompt {i} is empty")
-            work += [(p_ids, c) for c in plan_carriers(i, [enc(c) for c in conts])]
+        for i, (p_ids, conts_ids) in enumerate(encode_for_scoring(self.encode, prompts, continuations)):
+            work += [(p_ids, c) for c in plan_carriers(i, conts_ids)]
+        out = [[0.0] * len(c) for c in continuations]
         # Similar lengths together: less padding per forward pass.
         work.sort(key=lambda w: len(w[0]) + len(w[1].tokens))
         bs = self.engine.batch_size

@@ -25,7 +25,7 @@ from pathlib import Path
 from trainer import watchdog
 from trainer.config import EngineConfig
 from trainer.errors import UserError
-from trainer.samplers.base import Carrier, Completion, auto_dtype, plan_carriers
+from trainer.samplers.base import Carrier, Completion, auto_dtype, encode_for_scoring, plan_carriers
 from trainer.samplers.hf import load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -255,24 +255,11 @@ class VLLMSampler:
         forced through the carrier (`vllm_forcing`), the wanted ids' raw log-probs read at each step.
         """
         self._require_awake()
-        if len(prompts) != len(continuations):
-            raise ValueError(f"score: {len(prompts)} prompts but {len(continuations)} continuation lists")
         limit = self.engine.max_model_len
         out = [[0.0] * len(c) for c in continuations]
-        encoded: dict[str, list[int]] = {}  # the same continuations recur for every prompt: encode once
-
-        def enc(text: str) -> list[int]:
-            if text not in encoded:
-                encoded[text] = self.encode(text)
-            return encoded[text]
-
         legacy = self.scoring == "prompt_logprobs"
         work: list[tuple[list[int], Carrier]] = []  # (prompt ids, carrier)
-        for i, (p, conts) in enumerate(zip(prompts, continuations)):
-            p_ids = self.encode(p)
-            if not p_ids:
-                raise UserError(f"score: prompt {i} is empty")
-            conts_ids = [enc(c) for c in conts]
+        for i, (p_ids, conts_ids) in enumerate(encode_for_scoring(self.encode, prompts, continuations)):
             if legacy:  # every continuation its own carrier
                 carriers = [Carrier(i, ids, [(j, ids)]) for j, ids in enumerate(conts_ids) if ids]
             else:
