@@ -247,6 +247,20 @@ class _CoTVerifier(PromptedVerifier):
     def finish(self, scores: np.ndarray) -> np.ndarray:
         return scores
 
+    def example_outcome(self, right: bool) -> dict:
+        """The example template's outcome field (verdict or score) for a right or a wrong example."""
+        raise NotImplementedError
+
+    def example_fields(self, problem, i: int, example: str) -> dict:
+        right, shown, completion = example_answers(problem, i, self.ctx.task)
+        response = example.format(
+            reference=problem.answer,
+            shown=shown,
+            agreement="matches" if right else "does not match",
+            **self.example_outcome(right),
+        )
+        return {"question": problem.question, "completion": completion, "response": response}
+
     def score(self, rows: pd.DataFrame) -> VerifierResult:
         fields = [
             {"question": q, "completion": str(c).strip()}
@@ -305,15 +319,8 @@ class CoTBinaryVerifier(_CoTVerifier):
     def parse(self, text: str) -> float | None:
         return parse_verdict(text, self.yes, self.no)
 
-    def example_fields(self, problem, i: int, example: str) -> dict:
-        right, shown, completion = example_answers(problem, i, self.ctx.task)
-        response = example.format(
-            reference=problem.answer,
-            shown=shown,
-            agreement="matches" if right else "does not match",
-            verdict=self.yes[0] if right else self.no[0],
-        )
-        return {"question": problem.question, "completion": completion, "response": response}
+    def example_outcome(self, right: bool) -> dict:
+        return {"verdict": self.yes[0] if right else self.no[0]}
 
 
 class CoTScoreVerifier(_CoTVerifier):
@@ -352,12 +359,5 @@ class CoTScoreVerifier(_CoTVerifier):
     def finish(self, scores: np.ndarray) -> np.ndarray:
         return (scores - self.low) / (self.top - self.low) if self.normalize else scores
 
-    def example_fields(self, problem, i: int, example: str) -> dict:
-        right, shown, completion = example_answers(problem, i, self.ctx.task)
-        response = example.format(
-            reference=problem.answer,
-            shown=shown,
-            agreement="matches" if right else "does not match",
-            score=self.top if right else self.low,
-        )
-        return {"question": problem.question, "completion": completion, "response": response}
+    def example_outcome(self, right: bool) -> dict:
+        return {"score": self.top if right else self.low}
