@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     check_verifier(cfg.verifier, "verifier")
     seed_everything(cfg.seed)
     out = Path(cfg.output_dir)
-    check_resume(out, to_dict(cfg), RESUMABLE)
+    check_resume(out, out / "config.json", to_dict(cfg), RESUMABLE)
     write_json(out / "config.json", to_dict(cfg))
     gen_dirs = {g: resolve_model(g) for g in cfg.generators}
     ver_dirs = {v: resolve_model(v) for v in cfg.verifier_models}

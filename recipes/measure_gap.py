@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = load_config(GapConfig, argv, default_config=str(DEFAULT_CONFIG))
     seed_everything(cfg.seed)
     out = Path(cfg.output_dir)
-    check_resume(out, to_dict(cfg), SUMMARY_ONLY)
+    check_resume(out, out / "config.json", to_dict(cfg), SUMMARY_ONLY)
     write_json(out / "config.json", to_dict(cfg))
 
     model_dir = resolve_model(cfg.model)

@@ -1,4 +1,5 @@
-"""Atomic writes and the clean-up of writes a killed run left half-done (trainer.io)."""
+"""Atomic writes, the clean-up of writes a killed run left half-done (trainer.io), and the check that
+refuses to resume a run under a changed config (trainer.run.check_resume)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import textwrap
 
 import pytest
 
+from trainer.errors import UserError
 from trainer.io import atomic_write, remove_interrupted_writes, write_json
+from trainer.run import check_resume
 
 
 def test_killed_write_leaves_only_a_temp_file_which_resume_removes(tmp_path):
@@ -55,3 +58,20 @@ def test_atomic_write_failure_leaves_nothing(tmp_path):
     with pytest.raises(RuntimeError):
         atomic_write(tmp_path / "x.json", fail)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_resume_refuses_a_changed_config_and_touches_nothing(tmp_path):
+    saved = tmp_path / "study.json"
+    assert check_resume(tmp_path, saved, {"seed": 1, "rounds": 2}, ("rounds",), key="config") is None
+    write_json(saved, {"config": {"seed": 1, "rounds": 2}, "started": "earlier"})
+    leftover = tmp_path / "round_001" / ".metrics.json.abcd_123.tmp"
+    leftover.parent.mkdir()
+    leftover.write_text("half")
+
+    with pytest.raises(UserError, match=r"^output_dir: .* with a different 'seed'; pass a new --output_dir"):
+        check_resume(tmp_path, saved, {"seed": 2, "rounds": 2}, ("rounds",), key="config")
+    assert leftover.exists()  # a refused resume leaves the old run as it was
+
+    # A key that may change (more rounds) resumes: the saved content comes back, the leftover goes.
+    meta = check_resume(tmp_path, saved, {"seed": 1, "rounds": 5}, ("rounds",), key="config")
+    assert meta["started"] == "earlier" and not leftover.exists()

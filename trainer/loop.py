@@ -21,10 +21,9 @@ from eval.report import write_report
 from eval.saturation import check as saturation_check
 from trainer import dist
 from trainer.config import IterateConfig, to_dict
-from trainer.errors import UserError
-from trainer.io import read_json, remove_interrupted_writes, write_json, write_parquet, write_text
+from trainer.io import read_json, write_json, write_parquet, write_text
 from trainer.models import resolve_model
-from trainer.run import prepare_prompts, seed_everything
+from trainer.run import check_resume, prepare_prompts, seed_everything
 from trainer.stages import VerifierPool, generate_rows, select_rows, verify_rows
 from trainer.study import rss_mb, study_metadata
 from trainer.tracking import Tracker
@@ -339,20 +338,10 @@ def _start(out: Path, cfg: IterateConfig) -> dict:
     """Write study.json on a new study; on a resumed one check that finished stages stay valid."""
     path = out / "study.json"
     now = to_dict(cfg)
-    if path.exists():
-        if dist.is_main():
-            remove_interrupted_writes(out)  # a killed run's half-written temp files
-        meta = read_json(path)
-        before = meta["config"]
-        changed = [k for k in now if k not in RESUMABLE_CHANGES and before.get(k) != now[k]]
-        if changed:
-            raise UserError(
-                f"output_dir: {out} holds a study with a different '{changed[0]}'; pass a new "
-                "--output_dir to start another study, or restore the old value to resume"
-            )
-        meta["config"] = now
-    else:
+    meta = check_resume(out, path, now, RESUMABLE_CHANGES, key="config")
+    if meta is None:
         meta = study_metadata(now)
+    meta["config"] = now
     if dist.is_main():
         write_json(path, meta)
     dist.barrier()

@@ -41,20 +41,24 @@ def prepare_prompts(task_cfg, model_dir: Path, split: str, seed: int):
     return task, problems, prompts, train
 
 
-def check_resume(out: Path, now: dict, may_change: tuple[str, ...]) -> None:
-    """Refuse to reuse `out` when its config.json differs from `now` in a key outside `may_change`;
-    else clear what a killed run left half-written there."""
+def check_resume(
+    out: Path, saved: Path, now: dict, may_change: tuple[str, ...], key: str | None = None
+) -> dict | None:
+    """On a resumed run (`saved` exists), refuse to go on when the config saved there (under `key`, if
+    given) differs from `now` in a key outside `may_change`, then clear what a killed run left
+    half-written in `out`. Returns the content of `saved`, or None on a new run."""
     from trainer.io import read_json, remove_interrupted_writes
 
-    old = out / "config.json"
-    if not old.exists():
-        return
-    if dist.is_main():  # the process that writes artifacts, before it writes any
-        remove_interrupted_writes(out)  # a killed run's half-written temp files
-    before = read_json(old)
+    if not saved.exists():
+        return None
+    content = read_json(saved)
+    before = content[key] if key else content
     changed = [k for k in now if k not in may_change and before.get(k) != now[k]]
     if changed:
         raise UserError(
-            f"output_dir: {out} holds a run with a different '{changed[0]}'; pass a new --output_dir "
-            "or delete the old one"
+            f"output_dir: {out} holds an earlier run with a different '{changed[0]}'; pass a new "
+            "--output_dir to start another, or restore the old value to resume"
         )
+    if dist.is_main():  # the process that writes artifacts, before it writes any
+        remove_interrupted_writes(out)  # a killed run's half-written temp files
+    return content
