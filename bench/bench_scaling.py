@@ -4,7 +4,8 @@ A round's cost should grow linearly with the number of samples it draws, verifie
 distills. One vLLM engine serves every run (its start-up is not part of a round); each run is a
 fresh `trainer.loop.Study` at one size, whose round 1 runs exactly as in `recipes/iterate.py`
 (sample, verify, select, distill, swap, evaluate), starting from the base model each time. Sizes
-alternate (small, medium, large, large, medium, small, ...) so the machine's load falls on all of them.
+alternate (small, medium, large, large, medium, small, ...) so the machine's load falls on all of them,
+after a discarded warm-up round.
 The evaluation stage samples the same held-out prompts at every size: it is the intercept.
 
     .venv/bin/python bench/bench_scaling.py [--prompts 8,16,32] [--n 4] [--repeats 2]
@@ -19,6 +20,8 @@ from pathlib import Path
 
 from common import Result, command_line, median, vllm_quiet
 
+from trainer.io import read_json
+
 
 def fit(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
     """Least-squares line y = a + b x: (a, b, R^2)."""
@@ -30,6 +33,14 @@ def fit(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
     ss_res = sum((y - a - b * x) ** 2 for x, y in zip(xs, ys))
     ss_tot = sum((y - my) ** 2 for y in ys)
     return a, b, 1 - ss_res / ss_tot if ss_tot else 1.0
+
+
+def max_row_tokens(selection: Path, sampler) -> int:
+    """Tokens of the longest kept prompt + completion: a padded batch costs its longest row."""
+    import pandas as pd
+
+    kept = pd.read_parquet(selection).query("kept")
+    return max(len(sampler.encode(p + c)) for p, c in zip(kept["prompt"], kept["completion"]))
 
 
 def main() -> None:
@@ -97,9 +108,27 @@ def main() -> None:
         samples = metrics["train"]["sampled"]
         row = {"prompts": prompts, "samples": samples, "kept": metrics["train"]["kept"], **seconds}
         row["total"] = sum(seconds.values())
+        # What the SFT stage did: its training loop alone, the tokens it trained on, and its steps.
+        rd = Path(cfg.output_dir) / "round_001"
+        sft = read_json(rd / "sft.json")
+        row.update(
+            sft_train=sft["seconds"],
+            sft_tokens=sft["train_tokens"],
+            sft_steps=sft["steps"],
+            sft_rows_max_tokens=max_row_tokens(rd / "selection.parquet", sampler),
+        )
         print(f"  {prompts} prompts x {args.n}: {row['total']:.1f} s {seconds}", flush=True)
+        print(
+            f"    sft: {sft['steps']} steps, {sft['train_tokens']} tokens, {sft['seconds']:.1f} s in "
+            f"the training loop, longest kept row {row['sft_rows_max_tokens']} tokens",
+            flush=True,
+        )
         return row
 
+    # The first round in a process pays one-time costs (its first SFT step took 17 s where the same
+    # step took 9 s later): a discarded warm-up round keeps them off the smallest size.
+    print("warm-up round (discarded)", flush=True)
+    one_round(sizes[0], -1)
     runs = []
     order = sizes
     for rep in range(args.repeats):
@@ -114,7 +143,12 @@ def main() -> None:
         mine = [r for r in runs if r["prompts"] == prompts]
         per_size[prompts] = {
             "samples": mine[0]["samples"],
-            **{k: median(mine, k) for k in ("sample", "verify", "distill", "evaluate", "total")},
+            **{
+                k: median(mine, k)
+                for k in ("sample", "verify", "distill", "evaluate", "total", "sft_train", "sft_tokens")
+            },
+            "sft_steps": mine[0]["sft_steps"],
+            "sft_rows_max_tokens": max(r["sft_rows_max_tokens"] for r in mine),
         }
     xs = [per_size[p]["samples"] for p in sizes]
     for prompts in sizes:
@@ -131,6 +165,20 @@ def main() -> None:
     first = (mid["total"] - lo["total"]) / (mid["samples"] - lo["samples"])
     second = (hi["total"] - mid["total"]) / (hi["samples"] - mid["samples"])
     res.add("marginal cost per sample, upper half / lower half", second / first, "x", target="<= 1.25")
+    # SFT is the one stage whose work is not proportional to the samples: it trains on the kept
+    # ones, in padded batches. Its cost per trained token tells a growing per-token cost (not linear)
+    # apart from more tokens per sample (longer kept completions at the larger sizes).
+    for prompts in sizes:
+        s = per_size[prompts]
+        res.add(
+            f"SFT training loop at {s['samples']} samples",
+            s["sft_train"],
+            "s",
+            note=f"{s['sft_steps']} steps, {s['sft_tokens']:.0f} tokens, longest row "
+            f"{s['sft_rows_max_tokens']} tokens, stage total {s['distill']:.1f} s",
+        )
+    per_token = [1000 * per_size[p]["sft_train"] / per_size[p]["sft_tokens"] for p in sizes]
+    res.add("SFT training loop per 1k tokens, largest / smallest size", per_token[-1] / per_token[0], "x")
     res.details = {"per_size": per_size, "runs": runs, "args": vars(args)}
     res.write()
 
