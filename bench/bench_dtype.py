@@ -9,8 +9,6 @@ bf16 matmuls are emulated; transformers measured 3.7x slower in bf16 than fp32 h
 
 from __future__ import annotations
 
-import argparse
-
 from common import (
     Result,
     command_line,
@@ -21,26 +19,24 @@ from common import (
     timed,
     verify_context,
     vllm_quiet,
+    workload_parser,
+    workload_sampling,
 )
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--prompts", type=int, default=16)
-    ap.add_argument("--n", type=int, default=4)
-    ap.add_argument("--max_tokens", type=int, default=96)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap = workload_parser(repeats=3)
     args = ap.parse_args()
     vllm_quiet()
 
-    from trainer.config import EngineConfig, SamplingConfig, VerifierConfig
+    from trainer.config import EngineConfig, VerifierConfig
     from trainer.samplers.vllm import VLLMSampler, engine_dtype
     from trainer.stages import generate_rows
     from trainer.verifiers import VERIFIERS
 
     res = Result("dtype", "vLLM on CPU: float32 against bfloat16", command_line())
     model_dir, task, problems, prompts, shots = quickstart_task(args.prompts)
-    sampling = SamplingConfig(n=args.n, temperature=0.8, top_p=1.0, max_tokens=args.max_tokens)
+    sampling = workload_sampling(args)
     engines = {}
     for dtype in ("float32", "bfloat16"):
         engines[dtype] = VLLMSampler(

@@ -12,8 +12,6 @@ with mindgap's CPU default (`CPU_BLOCK_SIZE`), sampling and MC verification on e
 
 from __future__ import annotations
 
-import argparse
-
 from common import (
     Result,
     command_line,
@@ -24,26 +22,24 @@ from common import (
     timed,
     verify_context,
     vllm_quiet,
+    workload_parser,
+    workload_sampling,
 )
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--prompts", type=int, default=16)
-    ap.add_argument("--n", type=int, default=4)
-    ap.add_argument("--max_tokens", type=int, default=96)
-    ap.add_argument("--repeats", type=int, default=4)
+    ap = workload_parser(repeats=4)
     args = ap.parse_args()
     vllm_quiet()
 
     import trainer.samplers.vllm as vllm_sampler
-    from trainer.config import EngineConfig, SamplingConfig, VerifierConfig
+    from trainer.config import EngineConfig, VerifierConfig
     from trainer.stages import generate_rows
     from trainer.verifiers import VERIFIERS
 
     res = Result("prefix", "Prefix caching on CPU: the KV-cache block size", command_line())
     model_dir, task, problems, prompts, shots = quickstart_task(args.prompts)
-    sampling = SamplingConfig(n=args.n, temperature=0.8, top_p=1.0, max_tokens=args.max_tokens)
+    sampling = workload_sampling(args)
     ours = vllm_sampler.CPU_BLOCK_SIZE
     engines = {}
     for block in (128, ours):

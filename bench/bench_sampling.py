@@ -13,9 +13,17 @@ all seconds: sampled lengths vary from call to call).
 
 from __future__ import annotations
 
-import argparse
-
-from common import Result, command_line, interleave, median, quickstart_task, spread, timed, vllm_quiet
+from common import (
+    Result,
+    command_line,
+    interleave,
+    median,
+    quickstart_task,
+    spread,
+    timed,
+    vllm_quiet,
+    workload_parser,
+)
 
 
 def pooled(runs: list[dict]) -> float:
@@ -23,12 +31,7 @@ def pooled(runs: list[dict]) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--prompts", type=int, default=16)
-    ap.add_argument("--n", type=int, default=4)
-    ap.add_argument("--temperature", type=float, default=0.8)
-    ap.add_argument("--max_tokens", type=int, default=96)
-    ap.add_argument("--repeats", type=int, default=6)
+    ap = workload_parser(repeats=6)
     ap.add_argument("--hf_repeats", type=int, default=3, help="0 skips the hf sampler")
     args = ap.parse_args()
     vllm_quiet()

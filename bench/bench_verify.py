@@ -12,8 +12,6 @@ sampler. Then CoT (cot_binary) and tournament verification once each, in tokens 
 
 from __future__ import annotations
 
-import argparse
-
 from common import (
     Result,
     command_line,
@@ -24,6 +22,8 @@ from common import (
     timed,
     verify_context,
     vllm_quiet,
+    workload_parser,
+    workload_sampling,
 )
 
 
@@ -44,18 +44,14 @@ class PerContinuation:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--prompts", type=int, default=16)
-    ap.add_argument("--n", type=int, default=4)
-    ap.add_argument("--max_tokens", type=int, default=96)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap = workload_parser(repeats=3)
     ap.add_argument("--no_hf", action="store_true")
     args = ap.parse_args()
     vllm_quiet()
 
     import dataclasses
 
-    from trainer.config import EngineConfig, SamplingConfig, VerifierConfig
+    from trainer.config import EngineConfig, VerifierConfig
     from trainer.samplers.hf import HFSampler
     from trainer.samplers.vllm import VLLMSampler
     from trainer.stages import generate_rows
@@ -63,7 +59,7 @@ def main() -> None:
 
     res = Result("verification", "Verification cost against generation", command_line())
     model_dir, task, problems, prompts, shots = quickstart_task(args.prompts)
-    sampling = SamplingConfig(n=args.n, temperature=0.8, top_p=1.0, max_tokens=args.max_tokens)
+    sampling = workload_sampling(args)
     sampler = VLLMSampler(model_dir, EngineConfig(backend="vllm"), seed=0)
     print(
         f"vLLM engine ({sampler.dtype}, scoring: {sampler.scoring}) started in {sampler.start_seconds:.1f} s"

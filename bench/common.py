@@ -8,6 +8,7 @@ ratios are what the targets are about.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as dt
 import json
@@ -228,6 +229,25 @@ def command_line() -> str:
 
 
 # ---------------------------------------------------------------- the workload
+
+
+def workload_parser(repeats: int) -> argparse.ArgumentParser:
+    """The options of the engine benchmarks (the quickstart workload's size, its sampling settings and
+    the repeats); a script adds its own to the parser."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--prompts", type=int, default=16, help="quickstart train prompts")
+    ap.add_argument("--n", type=int, default=4, help="samples per prompt")
+    ap.add_argument("--temperature", type=float, default=0.8)
+    ap.add_argument("--max_tokens", type=int, default=96)
+    ap.add_argument("--repeats", type=int, default=repeats)
+    return ap
+
+
+def workload_sampling(args: argparse.Namespace):
+    """The SamplingConfig of `workload_parser`'s options."""
+    from trainer.config import SamplingConfig
+
+    return SamplingConfig(n=args.n, temperature=args.temperature, top_p=1.0, max_tokens=args.max_tokens)
 
 
 def quickstart_task(train_size: int = 32, test_size: int = 8, seed: int = 0):
