@@ -148,10 +148,14 @@ def main() -> None:
         note=f"fitted slope {slope([r['round'] for r in trained], rss):+.1f} MB/round",
     )
     res.add("peak memory during the study (RSS, all processes)", peak["mb"], "MB")
+    gpu = [r["gpu_mb"] for r in trained if r["gpu_mb"] is not None]
+    if gpu:
+        res.add("GPU memory after round 1 (all processes on the GPU)", gpu[0], "MB")
+        res.add(f"GPU memory growth, round 1 to {args.rounds}", (gpu[-1] - gpu[0]) / gpu[0], "fraction")
     res.details = {
         "per_round": table,
         "args": vars(args),
-        "gpu": "no GPU on this machine: GPU memory per round not measured",
+        "gpu": None if gpu else "no GPU on this machine: GPU memory per round not measured",
     }
     if not args.keep:
         import shutil

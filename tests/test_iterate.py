@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import ROOT, needs_vllm
 
 # Keys of a round's metrics that measure the machine, not the study.
-VOLATILE = {"rss_mb", "checkpoint"}
+VOLATILE = {"rss_mb", "gpu_mb", "checkpoint"}
 
 
 def _drop_timings(obj):
@@ -138,6 +138,10 @@ def test_two_round_study(tmp_path, smollm2_dir):
     assert study["config"]["rounds"] == 2 and "torch" in study["versions"] and study["wandb_run_id"]
     assert list((out / "wandb").glob("offline-run-*")), "W&B offline run directory missing"
     assert "round 2" in log
+    raw = json.loads((out / "round_001" / "metrics.json").read_text())
+    import torch
+
+    assert raw["rss_mb"] > 100 and (raw["gpu_mb"] is None) == (not torch.cuda.is_available())
     # round 2's model is round 1's checkpoint trained further: the weights moved
     from safetensors.torch import load_file
 

@@ -25,7 +25,7 @@ from trainer.io import read_json, write_json, write_parquet, write_text
 from trainer.models import resolve_model
 from trainer.run import check_resume, prepare_prompts, seed_everything
 from trainer.stages import VerifierPool, generate_rows, select_rows, verify_rows
-from trainer.study import rss_mb, study_metadata
+from trainer.study import gpu_mb, rss_mb, study_metadata
 from trainer.tracking import Tracker
 from trainer.verifiers.ensemble import add_shared_member_costs
 
@@ -228,6 +228,7 @@ class Study:
                 "seconds": {k: round(v, 2) for k, v in seconds.items()},
                 "swap_seconds": self.swap_seconds,
                 "rss_mb": rss_mb(),
+                "gpu_mb": gpu_mb(),
             }
         )
         self.history.append(metrics)

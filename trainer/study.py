@@ -60,6 +60,17 @@ def study_metadata(config: dict) -> dict:
     }
 
 
+def gpu_mb() -> float | None:
+    """Memory in use on this process's GPU by every process on it (a vLLM engine's too), in MB; None
+    without a GPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    free, total = torch.cuda.mem_get_info()
+    return round((total - free) / 2**20, 1)
+
+
 def rss_mb() -> float:
     """Resident memory of this process and its children (engine workers), in MB."""
     import psutil
