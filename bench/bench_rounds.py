@@ -61,6 +61,21 @@ def tree_rss_mb(pid: int) -> float:
     return total / 2**20
 
 
+def process_rss_mb(pid: int) -> dict[str, float]:
+    """Resident memory of `pid` and each of its descendants, by process name and pid."""
+    import psutil
+
+    out = {}
+    try:
+        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return out
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            out[f"{p.name()}:{p.pid}"] = round(p.memory_info().rss / 2**20, 1)
+    return out
+
+
 def slope(xs: list[float], ys: list[float]) -> float:
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
     den = sum((x - mx) ** 2 for x in xs)
@@ -90,11 +105,15 @@ def main() -> None:
         cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     peak = {"mb": 0.0}
+    by_process: dict[int, dict[str, float]] = {}  # round -> {process: MB} when its metrics appear
     stop = threading.Event()
 
     def poll() -> None:
         while not stop.is_set():
             peak["mb"] = max(peak["mb"], tree_rss_mb(proc.pid))
+            for t in range(args.rounds + 1):
+                if t not in by_process and (out / f"round_{t:03d}" / "metrics.json").exists():
+                    by_process[t] = process_rss_mb(proc.pid)
             time.sleep(1.0)
 
     poller = threading.Thread(target=poll, daemon=True)
@@ -154,6 +173,7 @@ def main() -> None:
         res.add(f"GPU memory growth, round 1 to {args.rounds}", (gpu[-1] - gpu[0]) / gpu[0], "fraction")
     res.details = {
         "per_round": table,
+        "rss_by_process": {str(t): by_process[t] for t in sorted(by_process)},
         "args": vars(args),
         "gpu": None if gpu else "no GPU on this machine: GPU memory per round not measured",
     }
