@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainer.errors import UserError
+from trainer.memory import return_freed_heap
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -134,19 +135,7 @@ def distill(
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-        _return_freed_heap()
-
-
-def _return_freed_heap() -> None:
-    """Give the heap pages SFT freed back to the OS. glibc keeps freed memory for reuse, so without this
-    the process's resident memory grows over the first rounds beside the sampling engine, which on a CPU
-    shares the same RAM."""
-    import ctypes
-    import sys
-
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):  # not glibc (musl): nothing to trim
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        return_freed_heap()
 
 
 def _train_and_save(

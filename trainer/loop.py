@@ -22,10 +22,11 @@ from eval.saturation import check as saturation_check
 from trainer import dist
 from trainer.config import IterateConfig, to_dict
 from trainer.io import read_json, write_json, write_parquet, write_text
+from trainer.memory import gpu_mb, rss_mb
 from trainer.models import resolve_model
 from trainer.run import check_resume, prepare_prompts, seed_everything
 from trainer.stages import VerifierPool, generate_rows, select_rows, verify_rows
-from trainer.study import gpu_mb, rss_mb, study_metadata
+from trainer.study import study_metadata
 from trainer.tracking import Tracker
 from trainer.verifiers.ensemble import add_shared_member_costs
 

@@ -1,4 +1,4 @@
-"""What a study records about itself: resolved config, package versions, git commit, host, memory."""
+"""What a study records about itself: resolved config, package versions, git commit, host."""
 
 from __future__ import annotations
 
@@ -58,26 +58,3 @@ def study_metadata(config: dict) -> dict:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seed": config.get("seed"),
     }
-
-
-def gpu_mb() -> float | None:
-    """Memory in use on this process's GPU by every process on it (a vLLM engine's too), in MB; None
-    without a GPU."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return None
-    free, total = torch.cuda.mem_get_info()
-    return round((total - free) / 2**20, 1)
-
-
-def rss_mb() -> float:
-    """Resident memory of this process and its children (engine workers), in MB."""
-    import psutil
-
-    proc = psutil.Process()
-    total = proc.memory_info().rss
-    for child in proc.children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            total += child.memory_info().rss
-    return round(total / 2**20, 1)

