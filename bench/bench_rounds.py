@@ -12,7 +12,6 @@ meanwhile for the peak.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import subprocess
@@ -23,6 +22,8 @@ import time
 from pathlib import Path
 
 from common import ROOT, Result, command_line
+
+from trainer.memory import rss_by_process, rss_mb
 
 
 def study_args(out: Path, rounds: int, train_size: int, test_size: int, n: int, backend: str) -> list[str]:
@@ -44,36 +45,6 @@ def study_args(out: Path, rounds: int, train_size: int, test_size: int, n: int, 
         "--saturation.pass_at_k_drop", "null",
         "--saturation.diversity_drop", "null",
     ]  # fmt: skip
-
-
-def tree_rss_mb(pid: int) -> float:
-    import psutil
-
-    try:
-        proc = psutil.Process(pid)
-        procs = [proc, *proc.children(recursive=True)]
-    except psutil.Error:
-        return 0.0
-    total = 0
-    for p in procs:
-        with contextlib.suppress(psutil.Error):
-            total += p.memory_info().rss
-    return total / 2**20
-
-
-def process_rss_mb(pid: int) -> dict[str, float]:
-    """Resident memory of `pid` and each of its descendants, by process name and pid."""
-    import psutil
-
-    out = {}
-    try:
-        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
-    except psutil.Error:
-        return out
-    for p in procs:
-        with contextlib.suppress(psutil.Error):
-            out[f"{p.name()}:{p.pid}"] = round(p.memory_info().rss / 2**20, 1)
-    return out
 
 
 def slope(xs: list[float], ys: list[float]) -> float:
@@ -110,10 +81,10 @@ def main() -> None:
 
     def poll() -> None:
         while not stop.is_set():
-            peak["mb"] = max(peak["mb"], tree_rss_mb(proc.pid))
+            peak["mb"] = max(peak["mb"], rss_mb(proc.pid))
             for t in range(args.rounds + 1):
                 if t not in by_process and (out / f"round_{t:03d}" / "metrics.json").exists():
-                    by_process[t] = process_rss_mb(proc.pid)
+                    by_process[t] = {k: round(v, 1) for k, v in rss_by_process(proc.pid).items()}
             time.sleep(1.0)
 
     poller = threading.Thread(target=poll, daemon=True)

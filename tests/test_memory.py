@@ -35,3 +35,21 @@ def test_return_freed_heap_gives_freed_memory_back():
     base, kept, trimmed = map(float, r.stdout.split())
     assert kept - base > 300, "glibc gave the freed memory back by itself: nothing left to test"
     assert trimmed - base < 100
+
+
+def test_rss_counts_the_descendants_of_a_process():
+    # A child holding ~200 MB: counted in its parent's total and listed by name and pid.
+    from trainer.memory import rss_by_process, rss_mb
+
+    hold = "import time; b = bytearray(200 * 2**20); b[::4096] = b'x' * len(b[::4096]); print(flush=True); time.sleep(60)"
+    child = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE)
+    try:
+        child.stdout.readline()  # its memory is touched, so resident
+        by_process = rss_by_process()
+        assert any(key.endswith(f":{child.pid}") and mb > 190 for key, mb in by_process.items())
+        assert rss_mb(child.pid) > 190
+        assert rss_mb() > rss_mb(child.pid) + 20  # this process's own memory on top of the child's
+    finally:
+        child.kill()
+        child.wait()
+    assert rss_by_process(child.pid) == {}

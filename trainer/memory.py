@@ -17,16 +17,26 @@ def gpu_mb() -> float | None:
     return round((total - free) / 2**20, 1)
 
 
-def rss_mb() -> float:
-    """Resident memory of this process and its children (engine workers), in MB."""
+def rss_by_process(pid: int | None = None) -> dict[str, float]:
+    """Resident memory in MB of process `pid` (this one by default) and of each of its descendants
+    (engine workers), keyed `name:pid`; empty when `pid` is gone."""
     import psutil
 
-    proc = psutil.Process()
-    total = proc.memory_info().rss
-    for child in proc.children(recursive=True):
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return {}
+    out = {}
+    for p in procs:
         with contextlib.suppress(psutil.Error):
-            total += child.memory_info().rss
-    return round(total / 2**20, 1)
+            out[f"{p.name()}:{p.pid}"] = p.memory_info().rss / 2**20
+    return out
+
+
+def rss_mb(pid: int | None = None) -> float:
+    """Resident memory of process `pid` (this one by default) and its descendants together, in MB."""
+    return round(sum(rss_by_process(pid).values()), 1)
 
 
 def return_freed_heap() -> None:
