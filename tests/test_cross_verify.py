@@ -12,7 +12,9 @@ import sys
 import pandas as pd
 import pytest
 
+from eval.gap import fmt_ci
 from tests.conftest import ROOT
+from tests.helpers import markdown_tables
 
 SCRIPT = ROOT / "recipes" / "cross_verify.py"
 
@@ -112,7 +114,11 @@ def test_matrix_of_two_generators_by_two_verifiers_resumes(
     one, other = (by_cell[(gen_dir, c)] for c in sorted(c for g, c in by_cell if g == gen_dir))
     assert one["completion"].tolist() == other["completion"].tolist()
     assert not one["score_mc"].equals(other["score_mc"])
-    assert "generator" in (out / "gap_table.md").read_text()
+    (table,) = markdown_tables((out / "gap_table.md").read_text())
+    assert [(row["generator"], row["verifier model"]) for row in table] == [
+        (x["generator"], x["verifier_model"] + (" (self)" if x["self_verification"] else "")) for x in records
+    ]
+    assert [row["gap [CI]"] for row in table] == [fmt_ci(x["gap"]) for x in records]
     assert (out / "plots" / "cross_verify_gap.png").stat().st_size > 1000
     assert "gap" in r.stdout and "(self)" in r.stdout
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import ROOT, needs_vllm
+from tests.helpers import markdown_tables
 
 # Keys of a round's metrics that measure the machine, not the study.
 VOLATILE = {"rss_mb", "gpu_mb", "checkpoint"}
@@ -131,13 +133,19 @@ def test_two_round_study(tmp_path, smollm2_dir):
     assert (out / "round_000" / "eval.parquet").exists() and not (out / "round_000" / "checkpoint").exists()
     for m in history:
         assert set(m["pass_at_k"]) == {"1", "2"} and "gap" in m and "answer_diversity" in m
-    assert (out / "report.md").read_text().count("| 2 |") == 1
+    (table,) = markdown_tables((out / "report.md").read_text())
+    assert [row["round"] for row in table] == ["0", "1", "2"]
+    for row, m in zip(table, history):
+        assert row["accuracy"] == f"{m['generation_utility']['value']:.3f}"
+        assert row["kept / sampled"] == (
+            f"{m['train']['kept']} / {m['train']['sampled']}" if m["round"] else "– / –"
+        )
     for png in ("accuracy_gap.png", "pass_at_k.png", "diversity.png"):
         assert (out / "plots" / png).stat().st_size > 1000
     study = json.loads((out / "study.json").read_text())
     assert study["config"]["rounds"] == 2 and "torch" in study["versions"] and study["wandb_run_id"]
     assert list((out / "wandb").glob("offline-run-*")), "W&B offline run directory missing"
-    assert "round 2" in log
+    assert re.search(r"^round 2: accuracy", log, re.M)
     raw = json.loads((out / "round_001" / "metrics.json").read_text())
     import torch
 
@@ -223,7 +231,7 @@ def test_one_round_on_vllm(tmp_path, smollm2_dir):
     assert [m["round"] for m in history] == [0, 1]
     m1 = json.loads((out / "round_001" / "metrics.json").read_text())
     assert m1["swap_seconds"] is not None and m1["swap_seconds"] < 30  # swapped in place, no new engine
-    assert "round 1" in log
+    assert re.search(r"^round 1: accuracy", log, re.M)
 
 
 def test_empty_kept_set_stops_cleanly(tmp_path, tiny_model_dir):
@@ -235,4 +243,4 @@ def test_empty_kept_set_stops_cleanly(tmp_path, tiny_model_dir):
     m = json.loads((out / "round_001" / "metrics.json").read_text())
     assert "kept none" in m["stop"] and "kept none" in log
     assert not (out / "round_002").exists()
-    assert "kept none" in (out / "report.md").read_text()
+    assert f"**Stopped:** {m['stop']}" in (out / "report.md").read_text().splitlines()

@@ -10,7 +10,9 @@ import sys
 import pandas as pd
 import pytest
 
+from eval.gap import fmt_ci
 from tests.conftest import ROOT, needs_vllm
+from tests.helpers import console_table
 
 TINY = [
     "--task.test_size",
@@ -81,7 +83,10 @@ def test_measure_gap_hf(tmp_path):
     r = run(TINY + ["--engine.backend", "hf", "--output_dir", str(out)])
     assert r.returncode == 0, r.stderr[-3000:]
     m = check_outputs(out, 4, 3)
-    assert "generation–verification gap" in r.stdout or "gap" in r.stdout
+    printed = {row[0]: row for row in console_table(r.stdout) if row[0] in m["verifiers"]}
+    assert set(printed) == {"mc", "oracle"}
+    for vid, row in printed.items():
+        assert fmt_ci(m["verifiers"][vid]["gap"]) in row
     # re-running resumes from the files: same metrics, nothing sampled again
     before = (out / "generations.parquet").stat().st_mtime_ns
     r2 = run(TINY + ["--engine.backend", "hf", "--output_dir", str(out)])
@@ -141,4 +146,5 @@ def test_file_task_bad_row(tmp_path):
         timeout=120,
     )
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert str(data) in r.stderr and "a" in r.stderr, r.stderr[-2000:]
+    (line,) = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert str(data) in line and "line 2" in line and "'a'" in line, r.stderr[-2000:]

@@ -28,11 +28,23 @@ CONTINUATIONS = [
     ["Red is a primary color.", "Seven bananas orbit the lamp."],
 ]
 GREEDY_TOKENS = 16
-# bf16 on CPU: the backends' kernels round differently, and each token's error adds up, so unlikely
-# continuations (large |log p|) differ more. Measured: ~0.2 nats on short sensible answers, ~0.7 on
-# 10-token nonsense at -66 nats; transformers in fp32 sits between the two.
-SCORE_ATOL = 0.3
-SCORE_RTOL = 0.02
+# The module's two samplers run in fp32 whatever `engine.dtype: auto` resolves to on this CPU: the tests
+# below check that two computations are the same (one prefill against one per continuation, in a
+# batch against alone, a weight swap against a fresh load, vLLM against transformers), and in bf16
+# the answer would differ with the batch it was computed in. bf16 itself is checked against this fp32
+# reference in `test_bf16_scores_track_fp32`; the recipes' end-to-end tests run in the machine's regime.
+REFERENCE = "float32"
+# vLLM against transformers, both in fp32: other kernels, other summation orders (measured: 3e-5 nats
+# on these continuations, whose log-probabilities reach -66).
+FP32_ATOL = 2e-3
+FP32_RTOL = 1e-4
+# bf16 against fp32. bf16 keeps 8 significant bits (unit roundoff 2^-8 = 0.0039), and each of a
+# continuation's tokens is read off hidden states rounded to it through 30 layers, so the error of a
+# summed log-probability grows with its size: allow 0.3 nats plus 5 units of roundoff per nat.
+# (Measured: ~0.2 nats on short sensible answers, ~0.7 on 10-token nonsense at -66 nats.)
+BF16_UNIT_ROUNDOFF = 2.0**-8
+BF16_ATOL = 0.3
+BF16_RTOL = 5 * BF16_UNIT_ROUNDOFF
 
 
 def render(tokenizer, questions: list[str]) -> list[str]:
@@ -44,10 +56,12 @@ def render(tokenizer, questions: list[str]) -> list[str]:
     ]
 
 
-def assert_scores_close(a: list[list[float]], b: list[list[float]]) -> None:
+def assert_scores_close(
+    a: list[list[float]], b: list[list[float]], atol: float = FP32_ATOL, rtol: float = FP32_RTOL
+) -> None:
     for row_a, row_b in zip(a, b):
         for x, y in zip(row_a, row_b):
-            assert abs(x - y) <= SCORE_ATOL + SCORE_RTOL * abs(y), (a, b)
+            assert abs(x - y) <= atol + rtol * abs(y), (a, b)
 
 
 def max_change(a: list[list[float]], b: list[list[float]]) -> float:
@@ -61,7 +75,7 @@ def max_change(a: list[list[float]], b: list[list[float]]) -> float:
 def hf(smollm2_dir):
     from trainer.samplers.hf import HFSampler
 
-    sampler = HFSampler(smollm2_dir, EngineConfig(backend="hf", batch_size=2), seed=0)
+    sampler = HFSampler(smollm2_dir, EngineConfig(backend="hf", dtype=REFERENCE, batch_size=2), seed=0)
     yield sampler
     sampler.close()
 
@@ -87,7 +101,9 @@ def vllm_sampler(smollm2_dir):
         pytest.skip("vLLM is not installed")
     from trainer.samplers.vllm import VLLMSampler
 
-    sampler = VLLMSampler(smollm2_dir, EngineConfig(backend="vllm", max_model_len=512), seed=0)
+    sampler = VLLMSampler(
+        smollm2_dir, EngineConfig(backend="vllm", dtype=REFERENCE, max_model_len=512), seed=0
+    )
     print(f"\nvLLM engine start: {sampler.start_seconds:.1f} s")
     yield sampler
     sampler.close()
@@ -113,7 +129,7 @@ def perturbed_scores(perturbed_dir, prompts) -> list[list[float]]:
     """Scores from a fresh transformers load of the perturbed copy: what a weight swap must reproduce."""
     from trainer.samplers.hf import HFSampler
 
-    fresh = HFSampler(perturbed_dir, EngineConfig(backend="hf", batch_size=2), seed=0)
+    fresh = HFSampler(perturbed_dir, EngineConfig(backend="hf", dtype=REFERENCE, batch_size=2), seed=0)
     try:
         return fresh.score(prompts[:2], CONTINUATIONS)
     finally:
@@ -202,13 +218,13 @@ def test_hf_greedy_ignores_padding_and_repeats_for_n(hf, prompts, hf_greedy):
     assert hf_greedy[0][0].text.strip().startswith("2 + 3 = 5")
     assert hf_greedy[0][0].finish_reason == "stop"
     # Prompt 1 decoded alone (no padding) and beside the longer prompt 2 (so left-padded): the same
-    # tokens (the first 6: bf16 matmuls over another batch shape may round a near-tie differently).
+    # tokens (in fp32; in bf16 a matmul over another batch shape may round a near-tie differently).
     alone = hf.generate([prompts[1]], n=3, temperature=0.0, top_p=1.0, max_tokens=8, seed=5)
     assert len(alone[0]) == 3 and len({c.text for c in alone[0]}) == 1
     assert len(hf.encode(prompts[2])) > len(hf.encode(prompts[1]))
     padded = hf.generate([prompts[2], prompts[1]], n=1, temperature=0.0, top_p=1.0, max_tokens=8, seed=0)
-    assert hf.encode(padded[1][0].text)[:6] == hf.encode(alone[0][0].text)[:6]
-    assert hf.encode(padded[0][0].text)[:6] == hf.encode(hf_greedy[2][0].text)[:6]
+    assert padded[1][0] == alone[0][0]
+    assert hf.encode(padded[0][0].text)[:8] == hf.encode(hf_greedy[2][0].text)[:8]
 
 
 @pytest.mark.slow
@@ -277,7 +293,7 @@ def test_vllm_greedy_matches_hf(vllm_sampler, prompts, hf_greedy):
     enc = vllm_sampler.encode
     for v, h in zip(out, hf_greedy):
         assert len(v) == 2 and v[0] == v[1]
-        # bf16 kernels differ between the backends; long greedy runs may part ways on a near-tie,
+        # The backends' fp32 kernels sum in other orders; a long greedy run may part ways on a near-tie,
         # so the first 8 tokens must agree, and agreeing texts must agree in count and reason.
         assert enc(v[0].text)[:8] == enc(h[0].text)[:8], (v[0].text, h[0].text)
         if v[0].text == h[0].text:
@@ -347,8 +363,7 @@ def test_vllm_one_prefill_per_prompt_equals_one_per_continuation(vllm_sampler, p
     print(f"\nvLLM scoring: one prefill per prompt {t_one:.2f} s, one per continuation {t_each:.2f} s")
     assert one[2][2] == each[2][2] == 0.0
     # Same dtype, other kernels (a decode step reads what a prefill row computed): tight in fp32.
-    tol = 2e-3 if vllm_sampler.dtype == "float32" else SCORE_ATOL
-    assert max_change(one, each) < tol, (one, each)
+    assert max_change(one, each) < 2e-3, (one, each)
     assert_scores_close(one, hf.score(prompts, VERDICTS))
 
 
@@ -371,7 +386,37 @@ def test_vllm_load_weights_matches_a_fresh_load_and_swaps_back(
     finally:
         vllm_sampler.load_weights(smollm2_dir)
     back = vllm_sampler.score(prompts[:2], CONTINUATIONS)
-    assert max_change(back, before) < 1e-3, (back, before)
+    assert back == before  # the same weights, inputs and batches: the same numbers, bit for bit
+
+
+# ---------------------------------------------------------------- bf16 against the fp32 reference
+
+
+@pytest.fixture()
+def bf16_sampler(request, smollm2_dir):
+    """A bf16 sampler of the backend named by the test's parameter (bf16 is emulated, and slower, on
+    CPUs without AVX512-BF16/AMX, but numerically the same)."""
+    backend = request.param
+    if backend == "vllm" and not HAS_VLLM:
+        pytest.skip("vLLM is not installed")
+    engine = EngineConfig(backend=backend, dtype="bfloat16", batch_size=2, max_model_len=512, kv_cache_gb=1)
+    sampler = build_sampler(smollm2_dir, engine, seed=0)
+    yield sampler
+    sampler.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bf16_sampler", ["hf", "vllm"], indirect=True)
+def test_bf16_scores_track_fp32_and_repeat_exactly(bf16_sampler, prompts, hf_scores):
+    scores = bf16_sampler.score(prompts[:2], CONTINUATIONS)
+    print(f"\nbf16 {bf16_sampler.backend} against fp32 hf: max diff {max_change(scores, hf_scores):.3f}")
+    assert_scores_close(scores, hf_scores, atol=BF16_ATOL, rtol=BF16_RTOL)
+    for sensible, nonsense in scores:
+        assert sensible > nonsense + 5
+    # Other work in between (another batch shape), then the same call: bit for bit the same, because
+    # the batches a call runs in depend on its inputs alone.
+    bf16_sampler.score(prompts, VERDICTS)
+    assert bf16_sampler.score(prompts[:2], CONTINUATIONS) == scores
 
 
 @needs_vllm

