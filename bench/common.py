@@ -66,11 +66,15 @@ def machine() -> dict:
 
         if torch.cuda.is_available():
             gpu = torch.cuda.get_device_name(0)
+    from trainer.samplers.base import cpu_auto_dtype, cpu_has_native_bf16
+
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
         "avx512": " avx512f" in flags,
         "amx": " amx_tile" in flags,
+        "bf16_native": cpu_has_native_bf16(),  # AVX512-BF16 or AMX: bf16 matmuls in hardware
+        "auto_dtype": cpu_auto_dtype(),  # what `engine.dtype: auto` resolved to in this run
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "gpu": gpu,
         "load_average": [round(x, 2) for x in os.getloadavg()],

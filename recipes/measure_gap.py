@@ -20,6 +20,7 @@ from trainer.io import read_json, write_json, write_parquet
 from trainer.models import resolve_model
 from trainer.run import check_resume, prepare_prompts, seed_everything
 from trainer.stages import VerifierPool, generate_rows, select_rows, verify_rows
+from trainer.study import engine_dtype
 from trainer.verifiers.ensemble import add_shared_member_costs
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "gap_quickstart.yaml"
@@ -81,6 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
     ids = [v.id or v.name for v in cfg.verifiers]
     metrics = summarize(rows, ids, costs, n_boot=cfg.bootstrap, confidence=cfg.confidence, seed=cfg.seed)
     metrics["config"] = to_dict(cfg)
+    metrics["engine_dtype"] = engine_dtype(metrics["config"])
     write_json(out / "metrics.json", metrics)
     if metrics.get("score_correlations"):
         from eval.plots import plot_score_correlation

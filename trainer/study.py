@@ -49,7 +49,19 @@ def git_commit() -> str | None:
         return None
 
 
+def engine_dtype(config: dict) -> str | None:
+    """The dtype the study's engine computes in: `engine.dtype`, with `auto` resolved on this machine."""
+    import torch
+
+    from trainer.samplers.base import auto_dtype
+
+    name = (config.get("engine") or {}).get("dtype")
+    return auto_dtype(torch.cuda.is_available()) if name == "auto" else name
+
+
 def study_metadata(config: dict) -> dict:
+    from trainer.samplers.base import dtype_regime
+
     return {
         "config": config,
         "versions": versions(),
@@ -57,4 +69,6 @@ def study_metadata(config: dict) -> dict:
         "host": platform.node(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seed": config.get("seed"),
+        "engine_dtype": engine_dtype(config),
+        "cpu": dtype_regime(),
     }
