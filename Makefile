@@ -5,7 +5,7 @@ setup:
 	bash setup.sh
 
 quickstart: setup
-	.venv/bin/accelerate launch recipes/iterate.py
+	.venv/bin/accelerate launch -q --config_file launch/one_process.yaml recipes/iterate.py
 
 test: setup
 	@.venv/bin/python -c "from trainer.samplers.base import dtype_regime; print(dtype_regime())"

@@ -41,19 +41,23 @@ _TRAILING = TRAILING_PUNCTUATION
 _UNICODE = str.maketrans({"−": "-", "\u00a0": " ", "\u2009": " "})  # minus sign, no-break and thin spaces
 
 
-def extract_answer(completion: str | None, *, numeric: bool = False, multiline: bool = False) -> str | None:
+def extract_answer(
+    completion: str | None, *, numeric: bool = False, multiline: bool = False, finished: bool = True
+) -> str | None:
     """The final answer stated in `completion`, cleaned; None when there is none.
 
     numeric: the answer is a number (reduce a candidate to its number; fall back to the last number).
     multiline: the answer may span lines (a grid); `Answer:` then reads up to the next blank line.
+    finished: False for a completion cut off at its token budget: only a stated answer counts (rules
+    1–4), never the last number of a ramble that never reached one.
     """
     try:
-        return _extract(completion, numeric, multiline)
+        return _extract(completion, numeric, multiline, finished)
     except Exception:  # never let a weird completion stop a run
         return None
 
 
-def _extract(text: str | None, numeric: bool, multiline: bool) -> str | None:
+def _extract(text: str | None, numeric: bool, multiline: bool, finished: bool = True) -> str | None:
     if not isinstance(text, str) or not text.strip():
         return None
     text = cut_continuation(text.translate(_UNICODE))
@@ -61,7 +65,7 @@ def _extract(text: str | None, numeric: bool, multiline: bool) -> str | None:
         answer = clean_answer(candidate, numeric=numeric, multiline=multiline)
         if answer:
             return answer
-    if numeric:
+    if numeric and finished:
         return last_number(text)
     return None
 

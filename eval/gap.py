@@ -15,29 +15,37 @@ def summarize(
     n_boot: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
+    method: str = "percentile",
 ) -> dict:
     """metrics.json's content for `rows` carrying `score_<id>` and `kept_<id>` for each verifier id.
 
     The headline keys (generation_utility, gap, ...) are the first verifier's; `verifiers` holds all.
+    Every headline number is {value, ci_low, ci_high} (`ci` says how the intervals were made), and
+    `per_prompt` keeps what paired comparisons need (rounds, conditions on the same prompts): each
+    prompt's sample and correct counts, diversity, and each verifier's verification utility.
     """
     costs = costs or {}
+    boot = {"n_boot": n_boot, "confidence": confidence, "seed": seed, "method": method}
     n_per_prompt = rows.groupby("prompt_id").size()
     per_verifier = {}
     for vid in verifier_ids:
         weights = rows[f"kept_{vid}"].to_numpy(dtype=float)
-        vm = M.verifier_metrics(
-            rows, f"score_{vid}", weights, n_boot=n_boot, confidence=confidence, seed=seed
-        )
+        vm = M.verifier_metrics(rows, f"score_{vid}", weights, **boot)
         vm.update({f"verification_{k}": v for k, v in costs.get(vid, {}).items()})
         per_verifier[vid] = vm
     primary = per_verifier[verifier_ids[0]]
+    counts = rows.groupby("prompt_id", sort=True)["correct"].agg(n="size", c="sum")
+    n, c = counts["n"].to_numpy(), counts["c"].to_numpy()
+    diversity = M.diversity_per_prompt(rows)
+    ks = M.default_ks(int(n.min())) if len(n) else []
     out = {key: primary[key] for key in ("generation_utility", "verification_utility", "gap", "relative_gap")}
     out.update(
         {
-            "pass_at_k": {str(k): v for k, v in M.pass_at_k_curve(rows).items()},
-            "maj_at_k": M.maj_at_k(rows),
-            "answer_diversity": M.answer_diversity(rows),
+            "pass_at_k": {str(k): M.bootstrap_ci(M.pass_at_k_per_prompt(n, c, k), **boot) for k in ks},
+            "maj_at_k": M.bootstrap_ci(M.maj_at_k_per_prompt(rows).to_numpy(), **boot),
+            "answer_diversity": M.answer_diversity(rows, **boot),
             "verifier_auroc": primary["auroc"],
+            "verifier_auroc_per_prompt": primary["auroc_per_prompt"],
             "n_prompts": int(len(n_per_prompt)),
             "n_samples_per_prompt": int(n_per_prompt.max()) if len(n_per_prompt) else 0,
             "prompts_empty_filter": primary["prompts_empty_filter"],
@@ -46,6 +54,20 @@ def summarize(
             "verifiers": per_verifier,
             "mean_completion_tokens": float(rows["n_tokens"].mean()) if "n_tokens" in rows else None,
             "no_answer_fraction": float(rows["answer"].isna().mean()),
+            "truncated": int((rows["finish_reason"] == "length").sum()) if "finish_reason" in rows else None,
+            "ci": {"method": method, "confidence": confidence, "n_boot": n_boot, "resampled": "prompts"},
+            "per_prompt": {
+                "prompt_id": [str(p) for p in counts.index],
+                "n": n.tolist(),
+                "correct": c.tolist(),
+                **{key: diversity[key].reindex(counts.index).tolist() for key in diversity.columns},
+                "verification_utility": {
+                    vid: M.per_prompt_utilities(rows, rows[f"kept_{vid}"].to_numpy(dtype=float))["ver"]
+                    .reindex(counts.index)
+                    .tolist()
+                    for vid in verifier_ids
+                },
+            },
         }
     )
     score_cols = [f"score_{v}" for v in verifier_ids]
@@ -54,41 +76,56 @@ def summarize(
     return M.json_safe(out)
 
 
-def fmt_ci(m: dict) -> str:
-    """`0.123 [0.050, 0.200]` for a {value, ci_low, ci_high} dict (n/a where undefined)."""
+def confidence_label(metrics: dict) -> str:
+    """`95%` for the confidence level the metrics' intervals were made at."""
+    level = (metrics.get("ci") or {}).get("confidence", 0.95)
+    return f"{level * 100:g}%"
+
+
+def fmt_ci(m: dict | None, signed: bool = True, digits: int = 3) -> str:
+    """`+0.123 [+0.050, +0.200]` for a {value, ci_low, ci_high} dict (n/a where undefined; the value
+    alone where the interval is)."""
     if m is None or m.get("value") is None:
         return "n/a"
-    return f"{m['value']:+.3f} [{m['ci_low']:+.3f}, {m['ci_high']:+.3f}]"
+    spec = f"{'+' if signed else ''}.{digits}f"
+    value = format(m["value"], spec)
+    if m.get("ci_low") is None or m.get("ci_high") is None:
+        return value
+    return f"{value} [{format(m['ci_low'], spec)}, {format(m['ci_high'], spec)}]"
 
 
 def gap_table(metrics: dict, title: str = "generation–verification gap"):
-    """A rich Table with one row per verifier."""
+    """A rich Table with one row per verifier; every estimate with its interval."""
     from rich.table import Table
 
+    level = confidence_label(metrics)
     table = Table(title=title)
-    for col in (
+    columns = (
         "verifier",
         "gen utility",
         "ver utility",
-        "gap [95% CI]",
-        "relative gap [95% CI]",
+        f"gap [{level} CI]",
+        "relative gap",
         "AUROC",
+        "AUROC per prompt",
         "kept",
-        "precision",
+        "kept precision",
         "unparseable",
         "verify tokens",
-    ):
+    )
+    for col in columns:
         table.add_column(col, justify="right" if col != "verifier" else "left")
     for vid, vm in metrics["verifiers"].items():
         table.add_row(
             vid,
-            _num(vm["generation_utility"]["value"]),
-            _num(vm["verification_utility"]["value"]),
+            fmt_ci(vm["generation_utility"], signed=False),
+            fmt_ci(vm["verification_utility"], signed=False),
             fmt_ci(vm["gap"]),
             fmt_ci(vm["relative_gap"]),
-            _num(vm.get("auroc")),
+            fmt_ci(vm.get("auroc"), signed=False, digits=2),
+            fmt_ci(vm.get("auroc_per_prompt"), signed=False, digits=2),
             str(vm.get("kept", "")),
-            _num(vm.get("kept_precision")),
+            fmt_ci(vm.get("kept_precision"), signed=False, digits=2),
             str(unparseable(vm)),
             str(vm.get("verification_tokens", "")),
         )

@@ -11,21 +11,26 @@ with the rows. Definitions follow /work/shared/DESIGN.md ("Definitions"):
     gap        = mean_x [J(f[w])(x) − J(f)(x)]
     rel. gap   = mean_x [(J(f[w])(x) − J(f)(x)) / (1 − J(f)(x))]  over prompts with J(f)(x) < 1
 
+Uncertainty: every headline number is `{value, ci_low, ci_high}`, a percentile bootstrap over prompts
+(`scipy.stats.bootstrap`; `method="BCa"` on request). Resamples are drawn from the same seed for every
+number of a round, so the prompts resampled together are the same for all of them (paired); a
+statistic that is not a mean of per-prompt values (pooled AUROC, kept precision) is recomputed on the
+rows of each resample's prompts. With fewer than two prompts there is no interval (NaN bounds).
+
 Results hold floats with NaN for "undefined"; `json_safe` turns them into JSON-ready values (None).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-# rows × resamples held in memory at once by the bootstrap (bounds memory for large prompt sets)
-_BOOT_CHUNK_CELLS = 4_000_000
+CI_METHODS = ("percentile", "bca")
 
 
 # ---------------------------------------------------------------- pass@k and maj@k
@@ -61,18 +66,25 @@ def default_ks(n: int) -> list[int]:
     return ks + [n] if n >= 1 and ks[-1] != n else ks
 
 
+def pass_at_k_per_prompt(n: np.ndarray, c: np.ndarray, k: int) -> np.ndarray:
+    """pass@k of each prompt from its sample count n and correct count c."""
+    cache: dict[tuple[int, int], float] = {}  # prompts share few distinct (n, c) pairs
+    out = np.empty(len(n))
+    for i, pair in enumerate(zip(np.asarray(n, dtype=int).tolist(), np.asarray(c, dtype=int).tolist())):
+        if pair not in cache:
+            cache[pair] = pass_at_k(pair[0], pair[1], k)
+        out[i] = cache[pair]
+    return out
+
+
 def pass_at_k_curve(df: pd.DataFrame, ks: Iterable[int] | None = None) -> dict[int, float]:
     """pass@k averaged over prompts for each k (default 1, 2, 4, …, n; n = fewest samples of a prompt)."""
     counts = _counts(df)
     if counts.empty:
         return {}
     ks = default_ks(int(counts["n"].min())) if ks is None else [int(k) for k in ks]
-    # prompts share few distinct (n, c) pairs: compute each once, weight by how many prompts have it
-    pairs = counts.value_counts(["n", "c"])
-    weights = pairs.to_numpy() / len(counts)
-    return {
-        k: float(sum(w * pass_at_k(int(n), int(c), k) for (n, c), w in zip(pairs.index, weights))) for k in ks
-    }
+    n, c = counts["n"].to_numpy(), counts["c"].to_numpy()
+    return {k: float(pass_at_k_per_prompt(n, c, k).mean()) for k in ks}
 
 
 def _first_k(df: pd.DataFrame, k: int | None) -> pd.DataFrame:
@@ -94,16 +106,13 @@ def _first_k(df: pd.DataFrame, k: int | None) -> pd.DataFrame:
     return rows[rows["pos"] < k]
 
 
-def maj_at_k(df: pd.DataFrame, k: int | None = None) -> float:
-    """Fraction of prompts whose majority answer over the first k samples is correct.
-
-    None answers do not vote (a prompt with no votes scores 0); a tie goes to the answer that appears
-    first by sample_idx; the prompt scores 1 if a voting row with the winning answer is correct.
-    """
+def maj_at_k_per_prompt(df: pd.DataFrame, k: int | None = None) -> pd.Series:
+    """Per prompt (index prompt_id, sorted): 1.0 when its majority answer over the first k samples is
+    correct, else 0.0. None answers do not vote (a prompt with no votes scores 0); a tie goes to the
+    answer that appears first by sample_idx; the prompt scores 1 if a voting row with the winning
+    answer is correct."""
     rows = _first_k(df, k)
-    n_prompts = rows["prompt_id"].nunique()
-    if n_prompts == 0:
-        return float("nan")
+    prompts = pd.Index(sorted(rows["prompt_id"].unique()), name="prompt_id")
     votes = rows[rows["answer"].notna()]
     tally = votes.groupby(["prompt_id", "answer"], sort=False).agg(
         count=("pos", "size"), first=("pos", "min"), correct=("correct", "any")
@@ -111,8 +120,15 @@ def maj_at_k(df: pd.DataFrame, k: int | None = None) -> float:
     tally = tally.reset_index().sort_values(
         ["prompt_id", "count", "first"], ascending=[True, False, True], kind="stable"
     )
-    winners = tally.drop_duplicates("prompt_id", keep="first")
-    return float(winners["correct"].sum() / n_prompts)
+    winners = tally.drop_duplicates("prompt_id", keep="first").set_index("prompt_id")["correct"]
+    return winners.reindex(prompts, fill_value=False).astype(float)
+
+
+def maj_at_k(df: pd.DataFrame, k: int | None = None) -> float:
+    """Fraction of prompts whose majority answer over the first k samples is correct (see
+    `maj_at_k_per_prompt`); NaN without prompts."""
+    per_prompt = maj_at_k_per_prompt(df, k)
+    return float(per_prompt.mean()) if len(per_prompt) else float("nan")
 
 
 # ---------------------------------------------------------------- utilities, gap, bootstrap
@@ -137,35 +153,111 @@ def per_prompt_utilities(df: pd.DataFrame, weights: np.ndarray | Sequence[float]
     return pd.DataFrame({"gen": gen, "ver": ver, "empty": empty}, index=sums.index)
 
 
-def bootstrap_ci(
-    values_per_prompt: np.ndarray, n_boot: int = 1000, confidence: float = 0.95, seed: int = 0
-) -> dict[str, float]:
-    """Mean of the per-prompt values with a percentile bootstrap CI (prompts resampled with replacement).
+def _ci(value: float, low: float, high: float) -> dict[str, float]:
+    return {"value": float(value), "ci_low": float(low), "ci_high": float(high)}
 
-    An empty array gives NaN everywhere; n_boot=0 gives the value with NaN bounds.
-    """
-    values = np.asarray(values_per_prompt, dtype=float)
+
+def _check_boot(n_boot: int, confidence: float, method: str) -> None:
     if not 0 < confidence < 1:
         raise ValueError(f"confidence: must be in (0, 1), got {confidence}")
     if n_boot < 0:
         raise ValueError(f"n_boot: must be >= 0, got {n_boot}")
-    m = len(values)
-    if m == 0:
-        return {"value": float("nan"), "ci_low": float("nan"), "ci_high": float("nan")}
+    if method not in CI_METHODS:
+        raise ValueError(f"method: must be one of {CI_METHODS}, got {method!r}")
+
+
+def bootstrap_ci(
+    values_per_prompt: np.ndarray,
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    method: str = "percentile",
+) -> dict[str, float]:
+    """Mean of the per-prompt values with a bootstrap CI (prompts resampled with replacement).
+
+    No values give NaN everywhere; one value, or n_boot=0, gives the value with NaN bounds.
+    """
+    values = np.asarray(values_per_prompt, dtype=float)
+    _check_boot(n_boot, confidence, method)
+    if len(values) == 0:
+        return _ci(np.nan, np.nan, np.nan)
     value = float(values.mean())
-    if n_boot == 0:
-        return {"value": value, "ci_low": float("nan"), "ci_high": float("nan")}
-    rng = np.random.default_rng(seed)
-    chunk = max(1, _BOOT_CHUNK_CELLS // m)
-    means = np.concatenate(
-        [
-            values[rng.integers(0, m, size=(min(chunk, n_boot - start), m))].mean(axis=1)
-            for start in range(0, n_boot, chunk)
-        ]
+    if n_boot == 0 or len(values) < 2:
+        return _ci(value, np.nan, np.nan)
+    if np.all(values == values[0]):  # every resample has the same mean (scipy warns on BCa here)
+        return _ci(value, value, value)
+    from scipy.stats import bootstrap
+
+    res = bootstrap(
+        (values,),
+        np.mean,
+        n_resamples=n_boot,
+        confidence_level=confidence,
+        method="BCa" if method == "bca" else "percentile",
+        vectorized=True,
+        rng=np.random.default_rng(seed),
     )
+    return _ci(value, res.confidence_interval.low, res.confidence_interval.high)
+
+
+def cluster_bootstrap_ci(
+    statistic: Callable[[np.ndarray], float],
+    n_prompts: int,
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    method: str = "percentile",
+) -> dict[str, float]:
+    """`statistic(prompt_indices)` on all prompts with a bootstrap CI: the statistic is recomputed on
+    each resample of prompts (for statistics over rows, such as a pooled AUROC or a ratio of sums).
+
+    Resamples whose statistic is undefined (NaN) are left out of the interval.
+    """
+    _check_boot(n_boot, confidence, method)
+    if n_prompts == 0:
+        return _ci(np.nan, np.nan, np.nan)
+    value = float(statistic(np.arange(n_prompts)))
+    if n_boot == 0 or n_prompts < 2 or not math.isfinite(value):
+        return _ci(value, np.nan, np.nan)
+    if method == "bca":
+        from scipy.stats import bootstrap
+
+        res = bootstrap(
+            (np.arange(n_prompts),),
+            lambda idx: float(statistic(np.asarray(idx, dtype=int))),
+            n_resamples=n_boot,
+            confidence_level=confidence,
+            method="BCa",
+            vectorized=False,
+            rng=np.random.default_rng(seed),
+        )
+        return _ci(value, res.confidence_interval.low, res.confidence_interval.high)
+    # Percentile: the same resamples scipy draws for `bootstrap_ci` (same seed, same prompt count).
+    rng = np.random.default_rng(seed)
+    draws = np.array([statistic(idx) for idx in rng.integers(0, n_prompts, size=(n_boot, n_prompts))])
+    draws = draws[np.isfinite(draws)]
+    if len(draws) == 0:
+        return _ci(value, np.nan, np.nan)
     alpha = 1.0 - confidence
-    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-    return {"value": value, "ci_low": float(low), "ci_high": float(high)}
+    low, high = np.quantile(draws, [alpha / 2, 1 - alpha / 2])
+    return _ci(value, low, high)
+
+
+def paired_difference_ci(
+    a: np.ndarray, b: np.ndarray, n_boot: int = 1000, confidence: float = 0.95, seed: int = 0
+) -> dict[str, float]:
+    """mean(a - b) over prompts with a bootstrap CI; `a` and `b` hold one value per prompt, the same
+    prompts in the same order (two verifiers, rounds or conditions on one prompt set)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired_difference_ci: {a.shape} and {b.shape} values are not paired")
+    return bootstrap_ci(a - b, n_boot=n_boot, confidence=confidence, seed=seed)
+
+
+def _prompt_rows(df: pd.DataFrame) -> tuple[pd.Index, list[np.ndarray]]:
+    """The prompts (sorted, as `per_prompt_utilities` orders them) and each one's row positions."""
+    groups = pd.Series(np.arange(len(df))).groupby(df["prompt_id"].to_numpy(), sort=True)
+    return pd.Index(list(groups.groups), name="prompt_id"), [g.to_numpy() for _, g in groups]
 
 
 def gap_metrics(
@@ -174,8 +266,10 @@ def gap_metrics(
     n_boot: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
+    method: str = "percentile",
 ) -> dict[str, Any]:
-    """Generation and verification utility, gap and relative gap (each with a CI), plus filter counts.
+    """Generation and verification utility, gap and relative gap, the kept set's precision (each with
+    a CI), plus filter counts.
 
     The relative gap averages over prompts with J(f)(x) < 1 (its CI resamples those prompts);
     `prompts_excluded_relative` counts the others. `kept_precision` is Σ w c / Σ w over all rows.
@@ -183,9 +277,17 @@ def gap_metrics(
     u = per_prompt_utilities(df, weights)
     gen, ver = u["gen"].to_numpy(), u["ver"].to_numpy()
     open_ = gen < 1
-    boot = {"n_boot": n_boot, "confidence": confidence, "seed": seed}
+    boot = {"n_boot": n_boot, "confidence": confidence, "seed": seed, "method": method}
     w = np.asarray(weights, dtype=float)
     c = df["correct"].to_numpy().astype(float)
+    _, rows_of = _prompt_rows(df)
+    kept_w = np.array([w[r].sum() for r in rows_of])
+    kept_wc = np.array([(w[r] * c[r]).sum() for r in rows_of])
+
+    def precision(idx: np.ndarray) -> float:
+        total = kept_w[idx].sum()
+        return float(kept_wc[idx].sum() / total) if total > 0 else float("nan")
+
     return {
         "generation_utility": bootstrap_ci(gen, **boot),
         "verification_utility": bootstrap_ci(ver, **boot),
@@ -195,7 +297,7 @@ def gap_metrics(
         "prompts_empty_filter": int(u["empty"].sum()),
         "prompts_excluded_relative": int((~open_).sum()),
         "kept": int((w > 0).sum()),
-        "kept_precision": float((w * c).sum() / w.sum()) if w.sum() > 0 else float("nan"),
+        "kept_precision": cluster_bootstrap_ci(precision, len(u), **boot),
     }
 
 
@@ -233,14 +335,35 @@ def _score_column(df: pd.DataFrame, column: str) -> str:
     return column
 
 
+def auroc_per_prompt(df: pd.DataFrame, column: str) -> pd.Series:
+    """Each prompt's AUROC of its own samples' scores (index prompt_id; NaN where a prompt's samples
+    are all right or all wrong). A per-prompt filter acts on exactly this ranking."""
+    scores = df[_score_column(df, column)].to_numpy(dtype=float)
+    labels = df["correct"].to_numpy().astype(bool)
+    prompts, rows_of = _prompt_rows(df)
+    return pd.Series([auroc(scores[r], labels[r]) for r in rows_of], index=prompts, dtype=float)
+
+
 def verifier_metrics(
     df: pd.DataFrame, column: str, weights: np.ndarray | Sequence[float], **boot: Any
 ) -> dict[str, Any]:
-    """`gap_metrics` of the filter's weights, plus the verifier's AUROC and how many scores are NaN."""
+    """`gap_metrics` of the filter's weights, plus the verifier's AUROC pooled over all rows and the
+    mean of its per-prompt AUROCs (over prompts with both right and wrong samples), each with a CI,
+    and how many scores are NaN."""
     scores = df[_score_column(df, column)].to_numpy(dtype=float)
+    labels = df["correct"].to_numpy().astype(bool)
+    _, rows_of = _prompt_rows(df)
+
+    def pooled(idx: np.ndarray) -> float:
+        rows = np.concatenate([rows_of[i] for i in idx]) if len(idx) else np.array([], dtype=int)
+        return auroc(scores[rows], labels[rows])
+
+    per_prompt = auroc_per_prompt(df, column).to_numpy()
+    defined = per_prompt[np.isfinite(per_prompt)]
     return {
         **gap_metrics(df, weights, **boot),
-        "auroc": auroc(scores, df["correct"].to_numpy()),
+        "auroc": cluster_bootstrap_ci(pooled, len(rows_of), **boot),
+        "auroc_per_prompt": {**bootstrap_ci(defined, **boot), "prompts": int(len(defined))},
         "unparseable": int(np.isnan(scores).sum()),
     }
 
@@ -268,11 +391,11 @@ def _distinct_n(texts: Iterable[Any], n: int) -> tuple[int, int]:
     return len(set(grams)), len(grams)
 
 
-def answer_diversity(df: pd.DataFrame) -> dict[str, float]:
-    """Per-prompt diversity averaged over prompts: distinct answers, answer entropy (nats), distinct-1/2.
+def diversity_per_prompt(df: pd.DataFrame) -> pd.DataFrame:
+    """Per prompt (index prompt_id, sorted): distinct answers, answer entropy (nats), distinct-1/2.
 
     None answers are not distinct answers but form one category of the entropy. distinct-n pools the
-    completions of a prompt (prompts without any n-gram are skipped) and needs a `completion` column.
+    completions of a prompt (NaN for a prompt without any n-gram) and needs a `completion` column.
     """
     codes, _ = pd.factorize(df["answer"].to_numpy(dtype=object), use_na_sentinel=True)  # None → -1
     cells = pd.DataFrame({"prompt_id": df["prompt_id"].to_numpy(), "code": codes})
@@ -281,15 +404,27 @@ def answer_diversity(df: pd.DataFrame) -> dict[str, float]:
     entropy = (-p * np.log(p)).groupby(level="prompt_id").sum()
     distinct = (sizes.index.get_level_values("code") >= 0).astype(int)
     distinct = pd.Series(distinct, index=sizes.index).groupby(level="prompt_id").sum()
-    out = {
-        "distinct_answers": float(distinct.mean()) if len(distinct) else float("nan"),
-        "answer_entropy": float(entropy.mean()) if len(entropy) else float("nan"),
-    }
+    out = pd.DataFrame({"distinct_answers": distinct.astype(float), "answer_entropy": entropy})
     if "completion" in df.columns:
         texts = pd.Series(df["completion"].to_numpy(dtype=object)).groupby(df["prompt_id"].to_numpy())
         for n in (1, 2):
-            ratios = [u / t for u, t in (_distinct_n(group, n) for _, group in texts) if t > 0]
-            out[f"distinct_{n}"] = float(np.mean(ratios)) if ratios else float("nan")
+            ratios = {}
+            for pid, group in texts:
+                unique, total = _distinct_n(group, n)
+                ratios[pid] = unique / total if total else float("nan")
+            out[f"distinct_{n}"] = pd.Series(ratios, dtype=float).reindex(out.index)
+    out.index.name = "prompt_id"
+    return out
+
+
+def answer_diversity(df: pd.DataFrame, **boot: Any) -> dict[str, dict[str, float]]:
+    """`diversity_per_prompt` averaged over prompts (prompts without n-grams skipped for distinct-n),
+    each with a bootstrap CI."""
+    per_prompt = diversity_per_prompt(df)
+    out = {}
+    for key in per_prompt.columns:
+        values = per_prompt[key].to_numpy(dtype=float)
+        out[key] = bootstrap_ci(values[np.isfinite(values)], **boot)
     return out
 
 

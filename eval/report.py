@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from eval.gap import fmt_ci  # noqa: E402
 from trainer.io import atomic_write, write_text  # noqa: E402
 
 
@@ -17,36 +18,51 @@ def _v(m):
 
 
 def _fmt(x, spec: str = ".3f") -> str:
+    x = _v(x)
     return "n/a" if x is None else format(x, spec)
+
+
+def fmt_interval(m, spec: str = ".3f") -> str:
+    """`0.123 [0.050, 0.200]` for a {value, ci_low, ci_high} (a plain number as itself)."""
+    if not isinstance(m, dict):
+        return _fmt(m, spec)
+    return fmt_ci(m, signed=spec.startswith("+"), digits=int(spec.rstrip("f")[-1]))
+
+
+def level(history: list[dict]) -> str:
+    """The confidence level of the rounds' intervals, as `95%`."""
+    conf = (history[-1].get("ci") or {}).get("confidence", 0.95) if history else 0.95
+    return f"{conf * 100:g}%"
+
+
+def band(ax, x, metrics: list, label: str, **kw) -> None:
+    """A line of values with its confidence band (where the intervals are defined)."""
+    vals = [_nan(_v(m)) for m in metrics]
+    lo = [_nan(m.get("ci_low")) if isinstance(m, dict) else float("nan") for m in metrics]
+    hi = [_nan(m.get("ci_high")) if isinstance(m, dict) else float("nan") for m in metrics]
+    (line,) = ax.plot(x, vals, marker="o", label=label, **kw)
+    ax.fill_between(x, lo, hi, alpha=0.15, color=line.get_color())
+
+
+def _nan(x) -> float:
+    return float("nan") if x is None else float(x)
 
 
 def plot_accuracy_gap(history: list[dict], path: Path) -> None:
     rounds = [h["round"] for h in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for key, label in (
-        ("generation_utility", "accuracy (generation utility)"),
-        ("verification_utility", "after verification filter"),
-    ):
-        vals = [_v(h[key]) for h in history]
-        lo = [h[key]["ci_low"] for h in history]
-        hi = [h[key]["ci_high"] for h in history]
-        ax1.plot(rounds, vals, marker="o", label=label)
-        ax1.fill_between(rounds, lo, hi, alpha=0.15)
-    ax1.set(xlabel="round", ylabel="held-out utility", title="Accuracy by round")
+    band(ax1, rounds, [h["generation_utility"] for h in history], "accuracy (generation utility)")
+    band(ax1, rounds, [h["verification_utility"] for h in history], "after verification filter")
+    ax1.set(xlabel="round", ylabel="held-out utility", title=f"Accuracy by round ({level(history)} CI)")
     ax1.legend(fontsize=8)
-    for key, label in (("gap", "gap"), ("relative_gap", "relative gap")):
-        vals = [_v(h[key]) for h in history]
-        ax2.plot(rounds, [float("nan") if v is None else v for v in vals], marker="o", label=label)
-        lo = [h[key]["ci_low"] for h in history]
-        hi = [h[key]["ci_high"] for h in history]
-        if all(x is not None for x in lo + hi):
-            ax2.fill_between(rounds, lo, hi, alpha=0.15)
+    band(ax2, rounds, [h["gap"] for h in history], "gap")
+    band(ax2, rounds, [h["relative_gap"] for h in history], "relative gap")
     ax2.axhline(0, color="grey", lw=0.8)
-    ax2.set(xlabel="round", title="Generation-verification gap (95% CI)")
+    ax2.set(xlabel="round", title=f"Generation-verification gap ({level(history)} CI)")
     ax2.legend(fontsize=8)
     for ax in (ax1, ax2):
-        _round_ticks(ax, rounds)
-    _save(fig, path)
+        round_ticks(ax, rounds)
+    save_figure(fig, path)
 
 
 def plot_pass_at_k(history: list[dict], path: Path) -> None:
@@ -54,10 +70,19 @@ def plot_pass_at_k(history: list[dict], path: Path) -> None:
     cmap = plt.get_cmap("viridis")
     for i, h in enumerate(history):
         ks = sorted(int(k) for k in h["pass_at_k"])
-        ax.plot(
-            ks,
-            [h["pass_at_k"][str(k)] for k in ks],
+        points = [h["pass_at_k"][str(k)] for k in ks]
+        vals = [_nan(_v(p)) for p in points]
+        err = [
+            [v - _nan(p.get("ci_low")) for v, p in zip(vals, points)],
+            [_nan(p.get("ci_high")) - v for v, p in zip(vals, points)],
+        ]
+        shift = 1 + 0.03 * (i - (len(history) - 1) / 2)  # rounds side by side at each k
+        ax.errorbar(
+            [k * shift for k in ks],
+            vals,
+            yerr=err if all(isinstance(p, dict) for p in points) else None,
             marker="o",
+            capsize=2,
             color=cmap(i / max(1, len(history) - 1)),
             label=f"round {h['round']}",
         )
@@ -65,9 +90,9 @@ def plot_pass_at_k(history: list[dict], path: Path) -> None:
     ks = sorted({int(k) for h in history for k in h["pass_at_k"]})
     ax.set_xticks(ks, [str(k) for k in ks])
     ax.minorticks_off()
-    ax.set(xlabel="k", ylabel="held-out pass@k", title="pass@k curves by round")
+    ax.set(xlabel="k", ylabel="held-out pass@k", title=f"pass@k curves by round ({level(history)} CI)")
     ax.legend(fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_diversity(history: list[dict], path: Path) -> None:
@@ -79,11 +104,58 @@ def plot_diversity(history: list[dict], path: Path) -> None:
     ]
     fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3.2))
     for ax, key in zip(axes if len(keys) > 1 else [axes], keys):
-        ax.plot(rounds, [h["answer_diversity"].get(key) for h in history], marker="o")
+        band(ax, rounds, [h["answer_diversity"].get(key) or {} for h in history], key)
         ax.set(xlabel="round", title=key.replace("_", " "))
-        _round_ticks(ax, rounds)
-    fig.suptitle("Diversity of held-out samples by round")
-    _save(fig, path)
+        round_ticks(ax, rounds)
+    fig.suptitle(f"Diversity of held-out samples by round ({level(history)} CI)")
+    save_figure(fig, path)
+
+
+def table_rows(history: list[dict]) -> list[dict[str, str]]:
+    """The report table, one dict per round keyed by its column names."""
+    kmax = max((int(k) for k in history[-1]["pass_at_k"]), default=1)
+    gap = f"gap [{level(history)} CI]"
+    rows = []
+    for h in history:
+        train = h.get("train", {})
+        trunc = "–" if h.get("truncated") is None else str(h["truncated"])
+        if train:
+            trunc = f"{train.get('truncated_sampled', '–')} / {trunc}"
+        rows.append(
+            {
+                "round": str(h["round"]),
+                "accuracy": fmt_interval(h["generation_utility"]),
+                "verified": fmt_interval(h["verification_utility"]),
+                gap: fmt_interval(h["gap"], "+.3f"),
+                "relative gap": fmt_interval(h["relative_gap"], "+.3f"),
+                "AUROC": fmt_interval(h.get("verifier_auroc"), ".2f"),
+                "AUROC per prompt": fmt_interval(h.get("verifier_auroc_per_prompt"), ".2f"),
+                f"pass@{kmax}": fmt_interval(h["pass_at_k"].get(str(kmax))),
+                "maj@k": fmt_interval(h.get("maj_at_k")),
+                "distinct answers": _fmt(h["answer_diversity"].get("distinct_answers"), ".2f"),
+                "kept / sampled": f"{train.get('kept', '–')} / {train.get('sampled', '–')}",
+                "distilled": str(train.get("distilled", "–")),
+                "truncated": trunc,
+                "kept precision": fmt_interval(train.get("kept_precision")),
+                "SFT loss": _fmt(train.get("sft_loss")),
+                "seconds": f"{sum(h.get('seconds', {}).values()):.0f}",
+            }
+        )
+    return rows
+
+
+def saturation_lines(history: list[dict]) -> list[str]:
+    """What each stopping rule found after the last round, fired or not."""
+    verdicts = history[-1].get("saturation") or {}
+    if not verdicts:
+        return []
+    lines = [
+        "Stopping rules after the last round (each fires only where its interval excludes the null):",
+        "",
+    ]
+    for v in verdicts.values():
+        lines.append(f"- {'**fired**' if v['fired'] else 'not fired'} — {v['reason']}")
+    return lines + [""]
 
 
 def write_report(
@@ -98,33 +170,28 @@ def write_report(
     plot_accuracy_gap(history, plots / "accuracy_gap.png")
     plot_pass_at_k(history, plots / "pass_at_k.png")
     plot_diversity(history, plots / "diversity.png")
-    kmax = max((int(k) for k in history[-1]["pass_at_k"]), default=1)
+    rows = table_rows(history)
+    header = list(rows[0])
     lines = [f"# {title}", ""]
     if stop_reason:
         lines += [f"**Stopped:** {stop_reason}", ""]
     lines += notes or []
     lines += [
-        f"| round | accuracy | verified | gap [95% CI] | relative gap | AUROC | pass@{kmax} | maj@k | distinct answers "
-        "| kept / sampled | kept precision | SFT loss | seconds |",
-        "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---:" if c == "round" else "---" for c in header) + "|",
     ]
-    for h in history:
-        gap = h["gap"]
-        train = h.get("train", {})
-        lines.append(
-            f"| {h['round']} | {_fmt(_v(h['generation_utility']))} | {_fmt(_v(h['verification_utility']))} "
-            f"| {_fmt(gap['value'], '+.3f')} [{_fmt(gap['ci_low'], '+.3f')}, {_fmt(gap['ci_high'], '+.3f')}] "
-            f"| {_fmt(_v(h['relative_gap']), '+.3f')} | {_fmt(h.get('verifier_auroc'))} "
-            f"| {_fmt(h['pass_at_k'].get(str(kmax)))} | {_fmt(h.get('maj_at_k'))} "
-            f"| {_fmt(h['answer_diversity'].get('distinct_answers'), '.2f')} "
-            f"| {train.get('kept', '–')} / {train.get('sampled', '–')} | {_fmt(train.get('kept_precision'))} "
-            f"| {_fmt(train.get('sft_loss'))} | {sum(h.get('seconds', {}).values()):.0f} |"
-        )
+    lines += ["| " + " | ".join(r[c] for c in header) + " |" for r in rows]
     lines += [
         "",
-        "Accuracy and verified accuracy are on held-out test prompts; the gap is the verifier's, "
-        "measured with the round's own model.",
+        f"Every interval is a {level(history)} bootstrap CI over prompts. Accuracy, verified accuracy, the "
+        "gap, AUROC, pass@k and maj@k are on the held-out test prompts, each round's self-verification "
+        "by its own model; kept, distilled and kept precision are of the round's train samples "
+        "(truncated: train samples cut off at the token budget / held-out ones; truncated samples are "
+        "not distilled unless `sft.train_on_truncated`).",
         "",
+    ]
+    lines += saturation_lines(history)
+    lines += [
         "![accuracy and gap](plots/accuracy_gap.png)",
         "",
         "![pass@k](plots/pass_at_k.png)",
@@ -135,14 +202,14 @@ def write_report(
     return write_text(out_dir / "report.md", "\n".join(lines))
 
 
-def _round_ticks(ax, rounds: list[int]) -> None:
+def round_ticks(ax, rounds: list[int]) -> None:
     """Whole rounds on the x axis (matplotlib would put ticks at 0.5, 1.5, ...)."""
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=min(len(rounds), 10)))
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
     fig.tight_layout()
     atomic_write(path, lambda p: fig.savefig(p, dpi=110, format="png"))
     plt.close(fig)

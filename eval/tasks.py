@@ -9,9 +9,13 @@ Registered names (`TASKS`): the reasoning-gym generators `basic_arithmetic`, `gs
 `countdown` (and any other reasoning-gym dataset as `rg:<name>` or its bare name), `file` (a local
 .jsonl/.parquet file), and the hub datasets `gsm8k` and `math` (online only).
 
-Splits are disjoint and deterministic given the config and seed: reasoning-gym train and test are
-generated from different derived seeds and train drops any question that is also in test; a file is
-shuffled by the seed, its first `test_size` rows are test and the next `train_size` rows train.
+Splits are disjoint and deterministic given the config and seed: `test` (held out: the gap and every
+round's evaluation), `train` (what the loop samples, verifies and distills) and `shots` (worked
+examples for few-shot prompts and verifier prompts, never sampled or verified, so no prompt shows the
+reference answer of a problem it asks about). reasoning-gym splits are generated from different
+derived seeds, and each drops the questions of the splits before it (test, train, shots); a file is
+shuffled by the seed, its first `test_size` rows are test, the next `train_size` rows train and the
+next `shots_size` rows shots.
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "test")
+SPLITS = ("test", "train", "shots")
 CHECKERS = ("auto", "exact", "math", "task")
 
 
@@ -82,13 +86,18 @@ class Task:
         """The problems of `split` ("train" or "test"); disjoint, deterministic given config and seed."""
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if split == "shots" and not self._shots_size():
+            return []
         if split not in self._splits:
             self._splits[split] = self._load(split)
         return list(self._splits[split])
 
-    def extract_answer(self, completion: str) -> str | None:
-        """The final answer stated in `completion`; None when nothing is extractable. Never raises."""
-        return extract_answer(completion, numeric=self.numeric, multiline=self.multiline)
+    def extract_answer(self, completion: str, finished: bool = True) -> str | None:
+        """The final answer stated in `completion`; None when nothing is extractable. Never raises.
+
+        `finished` is False for a completion cut off at its token budget (see `answers.extract_answer`).
+        """
+        return extract_answer(completion, numeric=self.numeric, multiline=self.multiline, finished=finished)
 
     def check(self, answer: str | None, problem: Problem) -> bool:
         """Whether `answer` (from extract_answer) is correct for `problem`; None is False. Never raises."""
@@ -121,6 +130,20 @@ class Task:
         return f"{solution}\n{line}" if solution else line
 
     # ------------------------------------------------------------ for subclasses
+
+    def _size(self, split: str) -> int:
+        """How many problems `split` holds."""
+        if split == "shots":
+            return self._shots_size()
+        return self.cfg.test_size if split == "test" else self.cfg.train_size
+
+    def _shots_size(self) -> int:
+        return int(getattr(self.cfg, "shots_size", 0) or 0)
+
+    def _earlier_questions(self, split: str) -> set[str]:
+        """The questions of the splits drawn before `split` (test, then train), which it must avoid."""
+        before = SPLITS[: SPLITS.index(split)]
+        return {p.question for s in before for p in self.problems(s)}
 
     def _load(self, split: str) -> list[Problem]:
         raise NotImplementedError
@@ -232,8 +255,7 @@ class ReasoningGymTask(Task):
 
     def _capacity(self, split: str) -> int:
         """How many items a split may draw to find its distinct questions."""
-        need = self.cfg.test_size if split == "test" else self.cfg.train_size
-        return 3 * need + 30
+        return 3 * self._size(split) + 30
 
     def _dataset(self, split: str):
         if split not in self._datasets:
@@ -263,8 +285,8 @@ class ReasoningGymTask(Task):
         return self._items[key]
 
     def _load(self, split: str) -> list[Problem]:
-        need = self.cfg.test_size if split == "test" else self.cfg.train_size
-        seen = {p.question for p in self.problems("test")} if split == "train" else set()
+        need = self._size(split)
+        seen = self._earlier_questions(split)
         out: list[Problem] = []
         cap = self._capacity(split)
         idx = 0
@@ -293,8 +315,8 @@ class ReasoningGymTask(Task):
             )
         return out
 
-    def extract_answer(self, completion: str) -> str | None:
-        answer = super().extract_answer(completion)
+    def extract_answer(self, completion: str, finished: bool = True) -> str | None:
+        answer = super().extract_answer(completion, finished)
         if answer is not None and self.name == "countdown":
             answer = answer.replace("×", "*").replace("÷", "/")
         if answer is not None and self.name == "countdown" and "=" in answer:
@@ -490,17 +512,25 @@ class FileTask(Task):
         test = [self._rows[i] for i in order[: self.cfg.test_size]]
         if split == "test":
             return test
-        asked = {p.question for p in test}
-        train = [self._rows[i] for i in order[self.cfg.test_size :] if self._rows[i].question not in asked]
-        if len(train) < self.cfg.train_size:
-            log.warning(
-                "task.train_size: %s has only %d rows left for train after %d test rows (asked for %d)",
-                self.cfg.path,
-                len(train),
-                self.cfg.test_size,
-                self.cfg.train_size,
-            )
-        return train[: self.cfg.train_size]
+        asked = self._earlier_questions(split)
+        rest, used = [], set()
+        for i in order[self.cfg.test_size :]:
+            question = self._rows[i].question
+            if question not in asked and question not in used:
+                rest.append(self._rows[i])
+                used.add(question)
+        train = rest[: self.cfg.train_size]
+        if split == "train":
+            if len(train) < self.cfg.train_size:
+                log.warning(
+                    "task.train_size: %s has only %d rows left for train after %d test rows (asked for %d)",
+                    self.cfg.path,
+                    len(train),
+                    self.cfg.test_size,
+                    self.cfg.train_size,
+                )
+            return train
+        return rest[len(train) : len(train) + self._size(split)]
 
 
 def _missing(value: Any) -> bool:
@@ -560,13 +590,13 @@ class HubTask(Task):
         self.numeric = spec["numeric"]
 
     def _load(self, split: str) -> list[Problem]:
-        need = self.cfg.test_size if split == "test" else self.cfg.train_size
+        need = self._size(split)
         if need == 0:
             return []
-        rows = self._hub_split(split)
+        rows = self._hub_split("test" if split == "test" else "train")  # shots come from the hub's train
         order = list(range(len(rows)))
         random.Random(_derived_seed(self.seed, self.name, split)).shuffle(order)
-        asked = {p.question for p in self.problems("test")} if split == "train" else set()
+        asked = self._earlier_questions(split)
         out = []
         for i in order:
             problem = self._problem(split, i, rows[i])

@@ -34,6 +34,7 @@ from trainer.config import (
     SamplingConfig,
     TaskConfig,
     VerifierConfig,
+    check_token_budget,
     load_config,
     to_dict,
 )
@@ -73,6 +74,7 @@ class CrossVerifyConfig:
             dup = sorted({m for m in models if models.count(m) > 1})
             if dup:
                 raise UserError(f"{name}: {dup[0]} appears twice")
+        check_token_budget(self)
         if self.verifier.model is not None:
             raise UserError("verifier.model: the verifier models come from `verifier_models`; leave it unset")
         if not 0 < self.confidence < 1:
@@ -188,7 +190,7 @@ def verify_all(
                 cell = out / model_slug(g) / model_slug(v)
                 rows = pd.read_parquet(out / model_slug(g) / "generations.parquet")
                 rows, costs = verify_rows(rows, [cfg.verifier], pool)
-                rows = select_rows(rows, [cfg.verifier], cfg.filter)
+                rows = select_rows(rows, [cfg.verifier], cfg.filter, cfg.seed)
                 write_json(cell / "verification_costs.json", add_shared_member_costs(costs))
                 write_parquet(cell / "verification.parquet", rows)
         finally:
@@ -231,6 +233,7 @@ def summarize_all(cfg: CrossVerifyConfig, out: Path) -> list[dict]:
                         for k in ("generation_utility", "verification_utility", "gap", "relative_gap")
                     },
                     "auroc": vm.get("auroc"),
+                    "auroc_per_prompt": vm.get("auroc_per_prompt"),
                     "kept": vm.get("kept"),
                     "kept_precision": vm.get("kept_precision"),
                     "verification_tokens": vm.get("verification_tokens"),
@@ -251,9 +254,7 @@ def write_outputs(cfg: CrossVerifyConfig, out: Path, records: list[dict]) -> Non
     plot_cross_verify(records, generators, verifiers, out / "plots" / "cross_verify_gap.png")
     stdout = Console(width=None if Console().is_terminal else 160)
     stdout.print(
-        rich_table(
-            records, f"cross-verification ({cfg.verifier.name}): gap ({int(cfg.confidence * 100)}% CI)"
-        )
+        rich_table(records, f"cross-verification ({cfg.verifier.name}): gap ({cfg.confidence * 100:g}% CI)")
     )
     stdout.print(f"wrote {out}/gap_table.md, {out}/gap_table.json and {out}/plots/cross_verify_gap.png")
 
@@ -265,7 +266,8 @@ COLUMNS = (
     "gap [CI]",
     "relative gap [CI]",
     "AUROC",
-    "precision",
+    "AUROC per prompt",
+    "kept precision",
     "verify tokens",
     "unparseable",
 )
@@ -275,11 +277,12 @@ def _cells(r: dict) -> list[str]:
     return [
         r["generator"],
         r["verifier_model"] + (" (self)" if r["self_verification"] else ""),
-        _num(r["generation_utility"]["value"]),
+        fmt_ci(r["generation_utility"], signed=False),
         fmt_ci(r["gap"]),
         fmt_ci(r["relative_gap"]),
-        _num(r["auroc"]),
-        _num(r["kept_precision"]),
+        fmt_ci(r["auroc"], signed=False, digits=2),
+        fmt_ci(r.get("auroc_per_prompt"), signed=False, digits=2),
+        fmt_ci(r["kept_precision"], signed=False, digits=2),
         str(r["verification_tokens"]),
         str(r["unparseable"]),
     ]
@@ -290,7 +293,7 @@ def markdown_table(records: list[dict], cfg: CrossVerifyConfig) -> str:
         f"# Cross-verification: {cfg.verifier.name} on {cfg.task.name}",
         "",
         f"{cfg.task.test_size} test prompts x {cfg.sampling.n} samples; filter {cfg.filter.name}; "
-        f"{int(cfg.confidence * 100)}% bootstrap CIs over prompts.",
+        f"{cfg.confidence * 100:g}% bootstrap CIs over prompts.",
         "",
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "|".join("---" if i < 2 else "---:" for i in range(len(COLUMNS))) + "|",
@@ -306,10 +309,6 @@ def rich_table(records: list[dict], title: str) -> Table:
     for r in records:
         table.add_row(*_cells(r))
     return table
-
-
-def _num(x) -> str:
-    return "n/a" if x is None else f"{x:.3f}"
 
 
 if __name__ == "__main__":

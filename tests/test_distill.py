@@ -145,6 +145,31 @@ def test_loss_covers_completions_only_and_ends_with_one_eos(tiny_model_dir, tmp_
     assert not os.listdir(tmp_path)  # building the trainer writes nothing
 
 
+def test_truncated_samples_train_without_an_eos(tiny_model_dir, tmp_path):
+    """A sample cut off at the token budget did not end there: with `train_on_truncated` it is
+    trained on as it stands, without the EOS that TRL appends to every completion."""
+    from transformers import AutoTokenizer
+
+    rows = arith_rows(tiny_model_dir, n=4)
+    rows["finish_reason"] = ["stop", "length", "stop", "length"]
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    trainer = build_trainer(
+        rows, tiny_model_dir, opts("lora", batch_size=4, train_on_truncated=True), seed=0, work_dir=tmp_path
+    )
+    ends = [ids[-1] == tok.eos_token_id for ids in trainer.train_dataset["input_ids"]]
+    assert ends == [True, False, True, False]
+    for ids, labels in zip(trainer.train_dataset["input_ids"], trainer.train_dataset["labels"]):
+        assert len(ids) == len(labels) and labels[-1] == ids[-1]  # the last kept token still trains
+    with pytest.raises(UserError, match="sft.packing"):
+        build_trainer(
+            rows,
+            tiny_model_dir,
+            opts("lora", batch_size=4, packing=True, train_on_truncated=True),
+            seed=0,
+            work_dir=tmp_path,
+        )
+
+
 def test_merge_lora_state_dict_matches_peft(tiny_model_dir):
     """The merge used for ZeRO-3's gathered state dict equals PEFT's merge_and_unload."""
     import torch

@@ -71,10 +71,13 @@ def study_args(model: Path | str, out: Path, backend: str = "hf", rounds: int = 
         "null",
         "--saturation.diversity_drop",
         "null",
+        # the tiny random model never ends a sample: train on them as they stand
+        "--sft.train_on_truncated",
+        "true",
     ]
 
 
-def launch(args: list[str], log: Path | None = None, **kw) -> subprocess.Popen:
+def launch(args: list[str], log: Path | None = None, cwd: Path = ROOT, **kw) -> subprocess.Popen:
     """The recipe in its own session; its output goes to `log` when given (a pipe nobody reads while
     waiting would fill up and stall the study), else to a pipe for `communicate`."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline"}
@@ -82,7 +85,7 @@ def launch(args: list[str], log: Path | None = None, **kw) -> subprocess.Popen:
     try:
         return subprocess.Popen(
             [sys.executable, str(ROOT / "recipes" / "iterate.py"), *args],
-            cwd=ROOT,
+            cwd=cwd,
             env=env,
             stdout=sink,
             stderr=subprocess.STDOUT,
@@ -95,8 +98,8 @@ def launch(args: list[str], log: Path | None = None, **kw) -> subprocess.Popen:
             sink.close()  # the child holds its own copy
 
 
-def run(args: list[str], timeout: int = 900) -> str:
-    proc = launch(args)
+def run(args: list[str], timeout: int = 900, cwd: Path = ROOT) -> str:
+    proc = launch(args, cwd=cwd)
     out, _ = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, out[-4000:]
     return out
@@ -110,7 +113,8 @@ def stable(metrics_jsonl: Path) -> list[dict]:
 @pytest.mark.slow
 def test_two_round_study(tmp_path, smollm2_dir):
     out = tmp_path / "study"
-    log = run(study_args(smollm2_dir, out) + ["--report_to", "wandb"])
+    finished = ["--sampling.max_tokens", "48", "--sft.train_on_truncated", "false"]
+    log = run(study_args(smollm2_dir, out) + ["--report_to", "wandb"] + finished)
     history = stable(out / "metrics.jsonl")
     assert [m["round"] for m in history] == [0, 1, 2]
     for t in (1, 2):
@@ -128,15 +132,26 @@ def test_two_round_study(tmp_path, smollm2_dir):
         assert {"prompt_id", "sample_idx", "completion", "answer", "correct", "score_mc", "kept"} <= set(
             sel.columns
         )
-        assert history[t]["train"]["kept"] == int(sel["kept"].sum()) > 0
-        assert history[t]["train"]["sft_loss"] is not None
+        train = history[t]["train"]
+        assert train["kept"] == int(sel["kept"].sum()) > 0
+        assert train["sft_loss"] is not None
+        # truncated samples are counted, and not distilled
+        truncated = sel["finish_reason"] == "length"
+        assert train["truncated_sampled"] == int(truncated.sum())
+        assert train["truncated_kept"] == int((truncated & sel["kept"]).sum())
+        assert train["distilled"] == train["kept"] - train["truncated_kept"]
+        assert json.loads((rd / "sft.json").read_text())["samples"] == train["distilled"]
     assert (out / "round_000" / "eval.parquet").exists() and not (out / "round_000" / "checkpoint").exists()
     for m in history:
         assert set(m["pass_at_k"]) == {"1", "2"} and "gap" in m and "answer_diversity" in m
     (table,) = markdown_tables((out / "report.md").read_text())
     assert [row["round"] for row in table] == ["0", "1", "2"]
     for row, m in zip(table, history):
-        assert row["accuracy"] == f"{m['generation_utility']['value']:.3f}"
+        accuracy = m["generation_utility"]
+        assert (
+            row["accuracy"]
+            == f"{accuracy['value']:.3f} [{accuracy['ci_low']:.3f}, {accuracy['ci_high']:.3f}]"
+        )
         assert row["kept / sampled"] == (
             f"{m['train']['kept']} / {m['train']['sampled']}" if m["round"] else "– / –"
         )
@@ -244,3 +259,61 @@ def test_empty_kept_set_stops_cleanly(tmp_path, tiny_model_dir):
     assert "kept none" in m["stop"] and "kept none" in log
     assert not (out / "round_002").exists()
     assert f"**Stopped:** {m['stop']}" in (out / "report.md").read_text().splitlines()
+
+
+@pytest.mark.slow
+def test_resume_from_another_directory_rejudges_changed_stopping_rules(tmp_path, tiny_model_dir):
+    """A study folder given relatively resumes from any working directory (checkpoints are recorded
+    relative to it), and stopping rules changed on a resume judge the finished rounds again."""
+    (tmp_path / "a").mkdir()
+    args = [a for a in study_args(tiny_model_dir, Path("study"), rounds=1)]
+    run(args, cwd=tmp_path / "a")
+    out = tmp_path / "a" / "study"
+    m1 = json.loads((out / "round_001" / "metrics.json").read_text())
+    assert m1["checkpoint"] == "round_001/checkpoint" and m1["stop"] is None
+
+    moved = ["--output_dir", "a/study"]
+    strict = ["--saturation.relative_gap_below", "1000", "--saturation.relative_gap_rounds", "1"]
+    log = run(_with(args, moved + ["--rounds", "3"] + strict), cwd=tmp_path)
+    m1 = json.loads((out / "round_001" / "metrics.json").read_text())
+    assert m1["stop"].startswith("relative gap: its upper 95% bound stayed below 1000")
+    assert m1["saturation"]["relative_gap"]["fired"] and "stopped: relative gap" in log
+    assert not (out / "round_002").exists()
+
+    run(_with(args, moved + ["--rounds", "2"]), cwd=tmp_path)  # the rules off again: it goes on
+    assert json.loads((out / "round_001" / "metrics.json").read_text())["stop"] is None
+    m2 = json.loads((out / "round_002" / "metrics.json").read_text())
+    assert m2["checkpoint"] == "round_002/checkpoint" and (out / "round_002" / "checkpoint").is_dir()
+    assert [m["round"] for m in stable(out / "metrics.jsonl")] == [0, 1, 2]
+
+
+def _with(args: list[str], overrides: list[str]) -> list[str]:
+    """`args` with the --key value pairs of `overrides` replacing their earlier values."""
+    pairs = dict(zip(args[::2], args[1::2]))
+    pairs.update(dict(zip(overrides[::2], overrides[1::2])))
+    return [x for kv in pairs.items() for x in kv]
+
+
+@pytest.mark.parametrize("config, lines", [("one_process.yaml", 1), ("cpu_2proc.yaml", None)])
+def test_a_user_error_under_accelerate_launch_is_one_line(tmp_path, config, lines):
+    """The documented entry point, `accelerate launch -q --config_file launch/one_process.yaml
+    recipes/iterate.py`, shows a config mistake as its one line and exits non-zero. Two ranks: the
+    line once (torchrun then adds its own failure summary)."""
+    cmd = [
+        str(Path(sys.executable).with_name("accelerate")),
+        "launch",
+        "-q",
+        "--config_file",
+        str(ROOT / "launch" / config),
+        str(ROOT / "recipes" / "iterate.py"),
+        "--rounds",
+        "-1",
+        "--output_dir",
+        str(tmp_path / "x"),
+    ]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: rounds: must be >= 0, got -1"], r.stderr[-3000:]
+    if lines is not None:
+        assert r.stderr.strip().splitlines() == errors and r.stdout.strip() == "", r.stderr[-3000:]

@@ -14,11 +14,16 @@ import pytest
 from eval.metrics import (
     answer_diversity,
     auroc,
+    auroc_per_prompt,
     bootstrap_ci,
+    cluster_bootstrap_ci,
     default_ks,
+    diversity_per_prompt,
     gap_metrics,
     json_safe,
     maj_at_k,
+    maj_at_k_per_prompt,
+    paired_difference_ci,
     pass_at_k,
     pass_at_k_curve,
     per_prompt_utilities,
@@ -160,8 +165,8 @@ def test_gap_metrics_hand_values(gap_case):
     assert m["prompts_empty_filter"] == 1
     assert m["prompts_excluded_relative"] == 1
     assert m["kept"] == 4
-    assert m["kept_precision"] == pytest.approx(2 / 4)  # kept: A0 and B1 right, D1 and D2 wrong
-    for key in ("generation_utility", "verification_utility", "gap", "relative_gap"):
+    assert m["kept_precision"]["value"] == pytest.approx(2 / 4)  # kept: A0 and B1 right, D1 and D2 wrong
+    for key in ("generation_utility", "verification_utility", "gap", "relative_gap", "kept_precision"):
         ci = m[key]
         assert ci["ci_low"] <= ci["value"] <= ci["ci_high"], key
 
@@ -172,7 +177,7 @@ def test_gap_metrics_without_open_prompts_or_kept_rows():
     assert m["gap"]["value"] == 0.0
     assert math.isnan(m["relative_gap"]["value"]) and math.isnan(m["relative_gap"]["ci_low"])
     assert m["prompts_excluded_relative"] == 2 and m["prompts_empty_filter"] == 2
-    assert m["kept"] == 0 and math.isnan(m["kept_precision"])
+    assert m["kept"] == 0 and math.isnan(m["kept_precision"]["value"])
     json.dumps(json_safe(m), allow_nan=False)
 
 
@@ -182,8 +187,19 @@ def test_verifier_metrics_adds_auroc_and_unparseable(gap_case):
     m = verifier_metrics(df, "mc", w, n_boot=20)
     assert m["gap"]["value"] == pytest.approx(0.0625)
     assert m["unparseable"] == 1
-    assert m["auroc"] == pytest.approx(auroc(df["score_mc"], df["correct"]))
+    assert m["auroc"]["value"] == pytest.approx(auroc(df["score_mc"], df["correct"]))
     assert verifier_metrics(df, "score_mc", w, n_boot=20)["auroc"] == m["auroc"]
+    # Per prompt, each ranks its right samples above its wrong ones (C's NaN left out); B has one class
+    # only and no AUROC of its own.
+    per_prompt = auroc_per_prompt(df, "mc")
+    assert per_prompt.index.tolist() == ["A", "B", "C", "D"]
+    assert per_prompt["A"] == per_prompt["C"] == per_prompt["D"] == 1.0 and math.isnan(per_prompt["B"])
+    assert m["auroc_per_prompt"]["value"] == 1.0 and m["auroc_per_prompt"]["prompts"] == 3
+    # Pooled and per-prompt AUROC part ways where prompts differ in difficulty: within each prompt the
+    # right answer scores higher, but the hard prompt's right answer scores below the easy one's wrong.
+    two = frame({"easy": [1, 0], "hard": [1, 0]}, score_mc=[0.9, 0.8, 0.3, 0.1])
+    assert auroc_per_prompt(two, "mc").tolist() == [1.0, 1.0]
+    assert verifier_metrics(two, "mc", np.ones(4), n_boot=0)["auroc"]["value"] == 0.75
 
 
 # ---------------------------------------------------------------- bootstrap
@@ -240,7 +256,7 @@ def test_answer_diversity_hand_values():
         answer=["a", "a", "b", "b", "a", None, None, None],
         completion=["x y x", "x y", "", None, "a b c", "", "", ""],
     )
-    d = answer_diversity(df)
+    d = {k: v["value"] for k, v in answer_diversity(df, n_boot=50).items()}
     assert d["distinct_answers"] == pytest.approx(1.5)
     h_q = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))
     assert d["answer_entropy"] == pytest.approx((math.log(2) + h_q) / 2)
@@ -248,11 +264,13 @@ def test_answer_diversity_hand_values():
     assert d["distinct_1"] == pytest.approx((0.4 + 1) / 2)
     assert d["distinct_2"] == pytest.approx((2 / 3 + 1) / 2)
     assert "distinct_1" not in answer_diversity(df.drop(columns="completion"))
+    per_prompt = diversity_per_prompt(df)
+    assert per_prompt.loc["p", "distinct_answers"] == 2 and per_prompt.loc["q", "distinct_answers"] == 1
 
 
 def test_answer_diversity_single_answer_has_zero_entropy():
     d = answer_diversity(frame({"p": [1, 1, 1]}, answer=["7", "7", "7"]))
-    assert d == {"distinct_answers": 1.0, "answer_entropy": 0.0}
+    assert {k: v["value"] for k, v in d.items()} == {"distinct_answers": 1.0, "answer_entropy": 0.0}
 
 
 def test_score_correlations_pairwise_complete():
@@ -313,3 +331,52 @@ def test_gap_table_counts_unparseable_verifications():
     cells = {row[1]: row for row in rows}
     col = cells["verifier"].index("unparseable")
     assert cells["cot"][col] == "3" and cells["rej"][col] == "4"
+
+
+# ---------------------------------------------------------------- intervals on every headline number
+
+
+def test_cluster_bootstrap_resamples_prompts_as_the_mean_does():
+    values = np.random.default_rng(2).random(40)
+    # a statistic over prompt indices that happens to be the mean: the same interval as bootstrap_ci
+    mean = cluster_bootstrap_ci(lambda idx: values[idx].mean(), 40, n_boot=300, seed=5)
+    assert mean == pytest.approx(bootstrap_ci(values, n_boot=300, seed=5))
+    assert math.isnan(cluster_bootstrap_ci(lambda idx: 1.0, 1, n_boot=50)["ci_low"])  # one prompt
+    bca = bootstrap_ci(values, n_boot=300, seed=5, method="bca")
+    assert bca["ci_low"] < bca["value"] < bca["ci_high"]
+
+
+def test_single_prompt_has_no_interval():
+    one = bootstrap_ci(np.array([0.4]), n_boot=100)
+    assert one["value"] == 0.4 and math.isnan(one["ci_low"]) and math.isnan(one["ci_high"])
+
+
+def test_maj_at_k_per_prompt_and_paired_difference():
+    df = frame({"a": [1, 0, 0], "b": [0, 1, 1]}, answer=["7", "8", "8", "9", "5", "5"])
+    assert maj_at_k_per_prompt(df).tolist() == [0.0, 1.0]
+    d = paired_difference_ci(np.array([1.0, 0.5, 0.0, 1.0]), np.array([0.5, 0.5, 0.0, 0.5]), n_boot=200)
+    assert d["value"] == pytest.approx(0.25) and d["ci_low"] >= 0.0
+    with pytest.raises(ValueError):
+        paired_difference_ci(np.ones(3), np.ones(4))
+
+
+def test_summarize_gives_every_headline_number_an_interval():
+    from eval.gap import summarize
+
+    rng = np.random.default_rng(0)
+    rows = frame({f"p{i}": rng.integers(0, 2, 4).tolist() for i in range(12)})
+    rows["answer"] = [str(x) for x in rng.integers(0, 3, len(rows))]
+    rows["score_mc"] = rng.random(len(rows))
+    rows["kept_mc"] = rows["score_mc"] > 0.5
+    m = summarize(rows, ["mc"], n_boot=100, confidence=0.8)
+    ci = {"value", "ci_low", "ci_high"}
+    for key in ("generation_utility", "gap", "relative_gap", "maj_at_k", "verifier_auroc"):
+        assert ci <= set(m[key]), key
+    assert all(ci <= set(v) for v in m["pass_at_k"].values())
+    assert ci <= set(m["verifiers"]["mc"]["kept_precision"]) and ci <= set(m["verifier_auroc_per_prompt"])
+    assert all(ci <= set(v) for v in m["answer_diversity"].values())
+    assert m["ci"] == {"method": "percentile", "confidence": 0.8, "n_boot": 100, "resampled": "prompts"}
+    pp = m["per_prompt"]
+    assert pp["prompt_id"] == sorted(pp["prompt_id"]) and len(pp["n"]) == 12
+    assert sum(pp["correct"]) == int(rows["correct"].sum())
+    assert m["pass_at_k"]["1"]["value"] == pytest.approx(rows["correct"].mean())

@@ -63,13 +63,15 @@ def test_any_reasoning_gym_dataset_by_prefix_or_bare_name():
 @pytest.mark.parametrize("name", ["basic_arithmetic", "countdown"])
 def test_splits_are_deterministic_and_disjoint(name):
     a, b = task_of(name, seed=3), task_of(name, seed=3)
-    for split in ("train", "test"):
+    for split in ("train", "test", "shots"):
         pa, pb = a.problems(split), b.problems(split)
         assert [(p.id, p.question, p.answer) for p in pa] == [(p.id, p.question, p.answer) for p in pb]
-    train, test = a.problems("train"), a.problems("test")
-    assert len(train) == 12 and len(test) == 6
+    train, test, shots = a.problems("train"), a.problems("test"), a.problems("shots")
+    assert len(train) == 12 and len(test) == 6 and len(shots) == 8
+    # worked examples are never problems that get sampled or verified
     assert not {p.question for p in train} & {p.question for p in test}
-    assert len({p.id for p in train}) == 12 and len({p.id for p in test}) == 6
+    assert not {p.question for p in shots} & {p.question for p in train + test}
+    assert len({p.id for p in train + test + shots}) == 26
     other = task_of(name, seed=4)
     assert [p.question for p in other.problems("test")] != [p.question for p in test]
 
@@ -196,6 +198,16 @@ def test_extraction_edge_cases(text, numeric, expected):
     assert extract_answer(text, numeric=numeric) == expected
 
 
+def test_a_truncated_completion_gives_no_last_number_answer():
+    ramble = "Let me add 3 and 4. First 3, then 4 more makes 7, and then we carry the"
+    assert extract_answer(ramble, numeric=True) == "7"  # finished: the last number is the answer
+    assert extract_answer(ramble, numeric=True, finished=False) is None  # cut off: it never said one
+    assert (
+        extract_answer("So 3 + 4 = 7.\nAnswer: 7\nNow let us check it ag", numeric=True, finished=False)
+        == "7"
+    )
+
+
 def test_extraction_multiline_block():
     grid = "1 2\n3 4"
     assert extract_answer(f"Here it is.\nAnswer:\n{grid}\n\nDone.", multiline=True) == grid
@@ -259,10 +271,10 @@ def test_file_task_splits_and_checks(tmp_path, fmt):
         write_jsonl(path, ROWS)
     else:
         pd.DataFrame(ROWS).to_parquet(path)
-    task = file_task(path, fields={"question": "q", "answer": "a", "id": "uid"})
-    test, train = task.problems("test"), task.problems("train")
-    assert len(test) == 2 and len(train) == 3
-    assert not {p.id for p in test} & {p.id for p in train}
+    task = file_task(path, fields={"question": "q", "answer": "a", "id": "uid"}, shots_size=1)
+    test, train, shots = task.problems("test"), task.problems("train"), task.problems("shots")
+    assert len(test) == 2 and len(train) == 3 and len(shots) == 1
+    assert len({p.id for p in test + train + shots}) == 6
     assert {p.id for p in test + train} <= {r["uid"] for r in ROWS}
     again = file_task(path, fields={"question": "q", "answer": "a", "id": "uid"})
     assert [p.id for p in again.problems("test")] == [p.id for p in test]

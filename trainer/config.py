@@ -37,6 +37,7 @@ class TaskConfig:
     name: str = "basic_arithmetic"  # a registered task (eval/tasks.py) or `file`
     train_size: int = 64  # problems in the train split (the loop samples these)
     test_size: int = 32  # problems in the held-out test split (gap and evaluation)
+    shots_size: int = 8  # problems set aside as worked examples (few-shot and verifier prompts)
     seed: int | None = None  # data seed; defaults to the study seed
     prompt_style: str = "auto"  # chat | fewshot | auto (chat when the tokenizer has a template)
     n_shots: int = 4  # few-shot examples for base models
@@ -51,6 +52,8 @@ class TaskConfig:
         _positive(f"{key}.test_size", self.test_size)
         if self.train_size < 0:
             raise UserError(f"{key}.train_size: must be >= 0, got {self.train_size}")
+        if self.shots_size < 0:
+            raise UserError(f"{key}.shots_size: must be >= 0, got {self.shots_size}")
 
 
 @dataclass
@@ -99,7 +102,7 @@ class VerifierConfig:
     id: str | None = None  # column suffix; defaults to name (set it to use one strategy twice)
     model: str | None = None  # cross-verification: a different model verifies (own engine)
     template: str | None = None  # prompt template file; defaults to the strategy's own
-    n_shots: int = 0  # few-shot verification examples taken from the train split
+    n_shots: int = 0  # worked verification examples, from the task's shots split (or options.examples)
     options: dict = field(default_factory=dict)  # strategy-specific knobs
 
     @property
@@ -116,14 +119,16 @@ class VerifierConfig:
 class FilterConfig:
     """Which generations a verifier's scores keep."""
 
-    name: str = "quantile"  # quantile (per prompt) | threshold (global)
-    q: float = 0.5  # quantile: keep scores >= the q-quantile of the prompt's scores
+    name: str = "quantile"  # quantile (per prompt) | threshold (global) | tournament | random (the control)
+    q: float = 0.5  # quantile: keep the top max(1, floor((1 - q) * n)) of each prompt's n samples
     tau: float = 0.5  # threshold: keep scores >= tau
+    reference: str = "quantile"  # random: keep as many per prompt as this filter would (same q / tau)
 
     def validate(self, key: str) -> None:
-        from trainer.filters import FILTERS
+        from trainer.filters import FILTERS, REFERENCES
 
         _one_of(f"{key}.name", self.name, tuple(FILTERS))
+        _one_of(f"{key}.reference", self.reference, tuple(REFERENCES))
         if not 0 <= self.q <= 1:
             raise UserError(f"{key}.q: must be in [0, 1], got {self.q}")
 
@@ -145,8 +150,9 @@ class GapConfig:
     filter: FilterConfig = field(default_factory=FilterConfig)
     seed: int = 0
     output_dir: str = "runs/gap"
-    bootstrap: int = 1000  # bootstrap resamples for confidence intervals
+    bootstrap: int = 1000  # bootstrap resamples for confidence intervals (over prompts)
     confidence: float = 0.95
+    ci_method: str = "percentile"  # percentile | bca (bias-corrected and accelerated)
 
     def validate(self, key: str = "") -> None:
         from trainer.verifiers import validate_verifiers
@@ -158,8 +164,18 @@ class GapConfig:
         if dup:
             raise UserError(f"verifiers: {sorted(dup)} appear twice; give each an `id`")
         validate_verifiers(self.verifiers)
+        check_token_budget(self)
+        for i, v in enumerate(self.verifiers):
+            if v.n_shots > self.task.shots_size and not v.options.get("examples"):
+                raise UserError(
+                    f"verifiers.{i}.n_shots: {v.n_shots} worked examples need as many problems set "
+                    f"aside, but task.shots_size is {self.task.shots_size}; raise task.shots_size"
+                )
         if not 0 < self.confidence < 1:
             raise UserError(f"confidence: must be in (0, 1), got {self.confidence}")
+        _one_of("ci_method", self.ci_method, ("percentile", "bca"))
+        if self.bootstrap < 0:
+            raise UserError(f"bootstrap: must be >= 0 (0: no intervals), got {self.bootstrap}")
 
 
 @dataclass
@@ -182,9 +198,11 @@ class IterateConfig:
     output_dir: str = "runs/quickstart"
     report_to: str = "wandb"  # wandb (offline unless logged in) | none
     wandb_project: str = "mindgap"
+    wandb_group: str | None = None  # W&B group of the run (recipes/compare.py: one per comparison)
     run_name: str | None = None
-    bootstrap: int = 1000
+    bootstrap: int = 1000  # bootstrap resamples for confidence intervals (over prompts)
     confidence: float = 0.95
+    ci_method: str = "percentile"  # percentile | bca (bias-corrected and accelerated)
     log_samples: int = 16  # rows of the W&B table of sample generations per round
 
     def validate(self, key: str = "") -> None:
@@ -192,6 +210,30 @@ class IterateConfig:
         _one_of("report_to", self.report_to, ("wandb", "none"))
         if self.rounds < 0:
             raise UserError(f"rounds: must be >= 0, got {self.rounds}")
+
+
+def check_token_budget(cfg) -> None:
+    """Every generation budget fits the engine's context: engine.max_model_len holds the prompt and
+    the generated tokens, so a budget at or above it could never be spent (and would be cut short)."""
+    limit = cfg.engine.max_model_len
+    budgets = [
+        (f"{name}.max_tokens", getattr(cfg, name).max_tokens)
+        for name in ("sampling", "eval_sampling")
+        if hasattr(cfg, name)
+    ]
+    verifiers = list(getattr(cfg, "verifiers", []) or [])
+    if getattr(cfg, "verifier", None) is not None:
+        verifiers.append(cfg.verifier)
+    for i, v in enumerate(verifiers):
+        if isinstance(v.options.get("max_tokens"), int):
+            key = f"verifiers.{i}" if hasattr(cfg, "verifiers") and i < len(cfg.verifiers) else "verifier"
+            budgets.append((f"{key}.options.max_tokens", v.options["max_tokens"]))
+    for key, budget in budgets:
+        if budget >= limit:
+            raise UserError(
+                f"{key}: {budget} tokens do not fit engine.max_model_len ({limit}), which also holds the "
+                f"prompt; lower {key} or raise engine.max_model_len"
+            )
 
 
 # ---------------------------------------------------------------- loading
@@ -217,7 +259,7 @@ def load_config(cls: type[C], argv: list[str] | None = None, default_config: str
             raise UserError(
                 f"--config: {config_path} must hold a mapping of keys, not {type(loaded).__name__}"
             )
-        _merge(data, loaded)
+        merge(data, loaded)
     for key, value in overrides:
         _set_dotted(data, key, value)
     return from_dict(cls, data, source=config_path)
@@ -241,11 +283,11 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-def _merge(base: dict, update: dict) -> None:
+def merge(base: dict, update: dict) -> None:
     """Merge `update` into `base`: mappings recursively, anything else replaced."""
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
+            merge(base[key], value)
         else:
             base[key] = value
 

@@ -54,6 +54,7 @@ class SFTOptions:
     warmup_ratio: float = 0.0  # fraction of the steps with a linear warm-up
     weight_decay: float = 0.0
     packing: bool = False  # pack rows into max_length sequences (TRL's BFD packing, padding-free)
+    train_on_truncated: bool = False  # also distill samples cut off at sampling.max_tokens (no EOS added)
     bf16: Any = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | true | false
     deepspeed: str | None = None  # a DeepSpeed JSON (launch/ds_zero*.json); else accelerate's config decides
 
@@ -201,6 +202,11 @@ def build_trainer(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     data = Dataset.from_dict(_prepare_rows(rows, tokenizer))
+    if opts.packing and "length" in _finish_reasons(rows):
+        raise UserError(
+            "sft.packing: packed rows cannot keep truncated samples apart; turn off sft.packing or "
+            "sft.train_on_truncated"
+        )
 
     cuda = torch.cuda.is_available()
     bf16 = opts.use_bf16(cuda)
@@ -246,25 +252,52 @@ def build_trainer(
         # fp32 masters (with bf16 autocast).
         load_dtype = torch.bfloat16 if (lora and bf16) else torch.float32
         model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=load_dtype)
-        return SFTTrainer(
+        trainer = SFTTrainer(
             model=model,
             args=args,
             train_dataset=data,
             processing_class=tokenizer,
             peft_config=_lora_config(opts) if lora else None,
         )
+    unfinished = {i for i, reason in enumerate(_finish_reasons(rows)) if reason == "length"}
+    if unfinished:
+        trainer.train_dataset = _drop_final_eos(trainer.train_dataset, unfinished, tokenizer.eos_token_id)
+    return trainer
+
+
+def _finish_reasons(rows: pd.DataFrame) -> list[str]:
+    return rows["finish_reason"].tolist() if "finish_reason" in rows else ["stop"] * len(rows)
+
+
+def _drop_final_eos(dataset, rows: set[int], eos_id: int):
+    """The tokenized dataset without the EOS that TRL appends to every completion, on `rows` (samples
+    cut off at the token budget: they did not end there)."""
+
+    def strip(example: dict, idx: int) -> dict:
+        if idx in rows and example["input_ids"] and example["input_ids"][-1] == eos_id:
+            n = len(example["input_ids"])
+            for key, value in example.items():
+                if isinstance(value, list) and len(value) == n:
+                    example[key] = value[:-1]
+        return example
+
+    return dataset.map(strip, with_indices=True, desc="Dropping the EOS of truncated samples")
 
 
 # ---------------------------------------------------------------- data
 
 
 def _prepare_rows(rows: pd.DataFrame, tokenizer) -> dict[str, list[str]]:
-    """Plain-string prompt/completion columns, each completion ending in exactly one EOS.
+    """Plain-string prompt/completion columns, each finished completion ending in exactly one EOS.
 
-    TRL tokenizes a string prompt with the tokenizer's special tokens; where that adds a BOS and the
-    rendered prompt already starts with the BOS text, the text one is dropped so the model sees one.
+    A row whose `finish_reason` (where the column is given) is "length" was cut off, not finished: it
+    gets no EOS (nor does TRL's appended one survive: `_drop_final_eos`), so the model does not learn
+    to stop where a token budget ran out. TRL tokenizes a
+    string prompt with the tokenizer's special tokens; where that adds a BOS and the rendered prompt
+    already starts with the BOS text, the text one is dropped so the model sees one.
     """
     eos = tokenizer.eos_token
+    finished = [reason != "length" for reason in _finish_reasons(rows)]
     prompts, completions = [], []
     for i, (prompt, completion) in enumerate(zip(rows["prompt"], rows["completion"])):
         if not isinstance(prompt, str) or not isinstance(completion, str):
@@ -272,7 +305,7 @@ def _prepare_rows(rows: pd.DataFrame, tokenizer) -> dict[str, list[str]]:
                 f"distill: row {i}: prompt and completion must be strings, got "
                 f"{type(prompt).__name__} and {type(completion).__name__}"
             )
-        if not completion.endswith(eos):
+        if finished[i] and not completion.endswith(eos):
             completion += eos
         prompts.append(prompt)
         completions.append(completion)

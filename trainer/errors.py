@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -18,14 +19,19 @@ class UserError(Exception):
 
 
 def exit_on_user_error(main: Callable[..., T]) -> Callable[..., T]:
-    """Wrap a recipe's main so a UserError prints `error: <message>` and exits with code 2."""
+    """Wrap a recipe's main so a UserError prints `error: <message>` and exits with code 2.
+
+    Under a multi-process launch every rank meets the same mistake; only the main one (RANK 0) prints
+    it. (`accelerate launch` then exits 1 and, unless given `-q`, adds a traceback of its own.)
+    """
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
         try:
             return main(*args, **kwargs)
         except UserError as e:
-            print(f"error: {e}", file=sys.stderr, flush=True)
+            if os.environ.get("RANK", "0") == "0":
+                print(f"error: {e}", file=sys.stderr, flush=True)
             sys.exit(2)
 
     return wrapper

@@ -1,9 +1,27 @@
 """Filters turn verifier scores into weights: which generations are kept for distillation.
 
-A NaN score is an abstention (an unparseable verification) and is never kept.
+A NaN score is an abstention (an unparseable verification) and is never kept. Every filter keeps
+whole groups of equal scores within a prompt, so none keeps a sample while dropping a higher-scored
+one of the same prompt.
+
+quantile   per prompt, the top k = max(1, floor((1 - q) * n)) of its n scored samples (at most the
+           share 1 - q, so any q > 0 leaves something out of a prompt of two or more). Ties: a group of
+           equal scores that the cut would split is dropped whole, unless it is the prompt's best
+           score, which is then kept whole. So distinct scores keep exactly k, and binary scores
+           (oracle, a CoT verdict) keep a prompt's 1s where it has any, and where its scores are all
+           equal all of its samples (a relative filter has nothing to choose by; `threshold` drops
+           them).
+threshold  globally, scores >= tau (the natural filter of binary verifiers).
+tournament per prompt, the samples with the prompt's best score: a tournament's survivors.
+random     the control: per prompt, as many samples as the `reference` filter (quantile, threshold
+           or tournament, with this config's q / tau) keeps on the same scores, chosen at random
+           (seeded by the study seed, the round and the prompt): training on one's own samples at a
+           matched budget, without verification.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pandas as pd
@@ -11,8 +29,23 @@ import pandas as pd
 from trainer.config import FilterConfig
 
 
+def top_k_without_splitting_ties(scores: np.ndarray, k: int) -> np.ndarray:
+    """Mask of the top `k` of `scores` (no NaN), never splitting a group of equal scores: a group the
+    cut falls inside is dropped, unless nothing scores above it (then it is kept whole)."""
+    if k >= len(scores):
+        return np.ones(len(scores), dtype=bool)
+    if k <= 0:
+        return np.zeros(len(scores), dtype=bool)
+    cut = np.sort(scores)[::-1][k - 1]  # the k-th highest score
+    above = scores > cut
+    at_cut = scores == cut
+    if above.sum() + at_cut.sum() <= k or not above.any():
+        return above | at_cut
+    return above
+
+
 def quantile_filter(rows: pd.DataFrame, scores: np.ndarray, cfg: FilterConfig) -> np.ndarray:
-    """Per prompt: keep scores >= the q-quantile of that prompt's scores (the top 1-q)."""
+    """Per prompt: keep the top max(1, floor((1 - q) * n)) scored samples, ties kept or dropped whole."""
     scores = np.asarray(scores, dtype=float)
     weights = np.zeros(len(scores))
     for idx in rows.groupby("prompt_id", sort=False).indices.values():
@@ -20,8 +53,11 @@ def quantile_filter(rows: pd.DataFrame, scores: np.ndarray, cfg: FilterConfig) -
         valid = ~np.isnan(s)
         if not valid.any():
             continue
-        cut = np.quantile(s[valid], cfg.q)
-        weights[idx] = (valid & (np.nan_to_num(s, nan=-np.inf) >= cut)).astype(float)
+        # round() first: (1 - 0.9) * 10 is 0.9999999999999998 in floating point, whose floor is 0
+        k = max(1, math.floor(round((1 - cfg.q) * int(valid.sum()), 9)))
+        keep = np.zeros(len(s), dtype=bool)
+        keep[valid] = top_k_without_splitting_ties(s[valid], k)
+        weights[idx] = keep.astype(float)
     return weights
 
 
@@ -47,13 +83,41 @@ def tournament_filter(rows: pd.DataFrame, scores: np.ndarray, cfg: FilterConfig)
     return weights
 
 
-FILTERS = {
+def random_filter(rows: pd.DataFrame, scores: np.ndarray, cfg: FilterConfig, seed: int = 0) -> np.ndarray:
+    """Per prompt: as many rows as `cfg.reference` keeps, drawn at random (the matched-budget control).
+
+    Each prompt draws from its own generator, seeded by `seed` and the prompt id, so the choice does
+    not depend on row order or on how rows are split across ranks.
+    """
+    budget = REFERENCES[cfg.reference](rows, scores, cfg)
+    weights = np.zeros(len(budget))
+    order = rows["sample_idx"].to_numpy() if "sample_idx" in rows else np.arange(len(rows))
+    for pid, idx in rows.groupby("prompt_id", sort=False).indices.items():
+        k = int((budget[idx] > 0).sum())
+        if k:
+            rng = np.random.default_rng([seed & 0xFFFFFFFF, _stable_hash(str(pid))])
+            by_sample = idx[np.argsort(order[idx], kind="stable")]
+            weights[rng.choice(by_sample, size=k, replace=False)] = 1.0
+    return weights
+
+
+def _stable_hash(text: str) -> int:
+    """A 32-bit hash of `text` that is the same in every process (unlike `hash`)."""
+    import hashlib
+
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+
+
+REFERENCES = {
     "quantile": quantile_filter,
     "threshold": threshold_filter,
     "tournament": tournament_filter,
 }
+FILTERS = (*REFERENCES, "random")
 
 
-def select(rows: pd.DataFrame, scores: np.ndarray, cfg: FilterConfig) -> np.ndarray:
-    """Weights (0/1) for `rows` under the filter named in `cfg`."""
-    return FILTERS[cfg.name](rows, scores, cfg)
+def select(rows: pd.DataFrame, scores: np.ndarray, cfg: FilterConfig, seed: int = 0) -> np.ndarray:
+    """Weights (0/1) for `rows` under the filter named in `cfg` (`seed` draws the random control's)."""
+    if cfg.name == "random":
+        return random_filter(rows, scores, cfg, seed)
+    return REFERENCES[cfg.name](rows, scores, cfg)

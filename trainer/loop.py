@@ -16,9 +16,10 @@ from pathlib import Path
 import pandas as pd
 from rich.console import Console
 
-from eval.gap import summarize
+from eval.gap import confidence_label, fmt_ci, summarize
+from eval.metrics import verifier_metrics
 from eval.report import write_report
-from eval.saturation import check as saturation_check
+from eval.saturation import judge as saturation_judge
 from trainer import dist
 from trainer.config import IterateConfig, to_dict
 from trainer.io import read_json, write_json, write_parquet, write_text
@@ -33,7 +34,17 @@ from trainer.verifiers.ensemble import add_shared_member_costs
 console = Console(stderr=True)
 
 # Keys that may change between a run and its resume without invalidating finished stages.
-RESUMABLE_CHANGES = ("rounds", "report_to", "wandb_project", "run_name", "saturation", "log_samples")
+# output_dir names the folder itself (the same study folder, reached from another working directory).
+RESUMABLE_CHANGES = (
+    "rounds",
+    "report_to",
+    "wandb_project",
+    "wandb_group",
+    "run_name",
+    "saturation",
+    "log_samples",
+    "output_dir",
+)
 
 
 @dataclass
@@ -138,10 +149,10 @@ class Study:
         dist.barrier()
         return rows, costs
 
-    def select(self, path: Path, rows: pd.DataFrame) -> pd.DataFrame:
+    def select(self, path: Path, rows: pd.DataFrame, seed: int) -> pd.DataFrame:
         if path.exists():
             return pd.read_parquet(path)
-        rows = select_rows(rows, self.cfg.verifiers, self.cfg.filter)
+        rows = select_rows(rows, self.cfg.verifiers, self.cfg.filter, seed)
         if dist.is_main():
             write_parquet(path, rows)
         dist.barrier()
@@ -159,12 +170,9 @@ class Study:
             seed,
         )
         rows, costs = self.verify(rd / "eval_verification.parquet", rows, checkpoint)
-        rows = self.select(rd / "eval.parquet", rows)
+        rows = self.select(rd / "eval.parquet", rows, seed)
         ids = [v.id or v.name for v in self.cfg.verifiers]
-        metrics = summarize(
-            rows, ids, costs, n_boot=self.cfg.bootstrap, confidence=self.cfg.confidence, seed=self.cfg.seed
-        )
-        return rows, metrics
+        return rows, summarize(rows, ids, costs, **self.boot)
 
     # ------------------------------------------------------------------ a round
 
@@ -175,7 +183,14 @@ class Study:
         if done.exists():
             m = read_json(done)
             self.history.append(m)
-            return m, Path(m["checkpoint"]), m.get("stop")
+            # The saturation rules may have changed since the round ran: judge it again.
+            before = (m.get("stop"), m.get("saturation"))
+            stop = self.judge(m)
+            if (stop, m.get("saturation")) != before and dist.is_main():
+                write_json(done, m)
+            if self.tracker is not None:
+                self.tracker.remember(t, m)
+            return m, self.checkpoint_path(m["checkpoint"]), stop
         seconds, train, stop = {}, {}, None
         self.swap_seconds = None
         checkpoint = prev
@@ -193,23 +208,36 @@ class Study:
             clock = time.perf_counter()
             rows, costs = self.verify(rd / "verification.parquet", rows, prev)
             seconds["verify"] = time.perf_counter() - clock
-            rows = self.select(rd / "selection.parquet", rows)
+            rows = self.select(rd / "selection.parquet", rows, self.cfg.seed + 1000 * t + 1)
             kept = rows[rows["kept"]]
+            truncated = rows["finish_reason"] == "length"
+            # A truncated sample never finished its answer: by default it is not distilled (the model
+            # would learn to stop mid-thought where the token budget ran out).
+            distilled = kept if self.cfg.sft.train_on_truncated else kept[~truncated[rows["kept"]]]
+            primary = self.cfg.verifiers[0]
+            on_train = verifier_metrics(rows, primary.column, rows["kept"].to_numpy(dtype=float), **self.boot)
             train = {
                 "sampled": len(rows),
                 "kept": len(kept),
-                "train_accuracy": float(rows["correct"].mean()),
-                "kept_precision": float(kept["correct"].mean()) if len(kept) else None,
+                "distilled": len(distilled),
+                "truncated_sampled": int(truncated.sum()),
+                "truncated_kept": int(truncated[rows["kept"]].sum()),
+                "train_accuracy": on_train["generation_utility"],
+                "kept_precision": on_train["kept_precision"],
+                "train_gap": on_train["gap"],
                 "verification_tokens": sum(c["tokens"] for c in costs.values()),
             }
-            if len(kept) == 0:
+            if len(distilled) == 0:
+                why = "kept none" if len(kept) == 0 else f"kept only truncated samples ({len(kept)})"
                 stop = (
-                    f"round {t}: the filter kept none of the {len(rows)} samples, so there is nothing to "
-                    "distill; loosen `filter` or change the verifier"
+                    f"round {t}: the filter {why} of the {len(rows)} samples, so there is nothing to "
+                    "distill; loosen `filter`, change the verifier"
+                    + ("" if len(kept) == 0 else ", raise sampling.max_tokens or set sft.train_on_truncated")
                 )
+                train["stop"] = stop
             else:
                 clock = time.perf_counter()
-                checkpoint, sft = self.distill(rd, kept, prev, t)
+                checkpoint, sft = self.distill(rd, distilled, prev, t)
                 seconds["distill"] = time.perf_counter() - clock
                 train.update(
                     {
@@ -224,7 +252,7 @@ class Study:
         metrics.update(
             {
                 "round": t,
-                "checkpoint": str(checkpoint),
+                "checkpoint": self.checkpoint_ref(checkpoint),
                 "train": train,
                 "seconds": {k: round(v, 2) for k, v in seconds.items()},
                 "swap_seconds": self.swap_seconds,
@@ -233,13 +261,48 @@ class Study:
             }
         )
         self.history.append(metrics)
-        stop = stop or (saturation_check(self.history, self.cfg.saturation) if t > 0 else None)
-        metrics["stop"] = stop
+        stop = self.judge(metrics)
         if dist.is_main():
             write_json(done, metrics)
         dist.barrier()
         self.log_round(t, metrics, eval_rows)
         return metrics, checkpoint, stop
+
+    def judge(self, metrics: dict) -> str | None:
+        """Judge the saturation rules after the round `metrics` (the last of the history so far),
+        recording every rule's verdict in it; return the reason to stop: an empty kept set, or the
+        first rule that fired."""
+        if metrics["round"] == 0:
+            metrics["saturation"], metrics["stop"] = {}, None
+            return None
+        verdicts = saturation_judge(self.history, self.cfg.saturation, self.cfg.bootstrap, self.cfg.seed)
+        metrics["saturation"] = verdicts
+        fired = next((v["reason"] for v in verdicts.values() if v["fired"]), None)
+        metrics["stop"] = metrics["train"].get("stop") or fired
+        return metrics["stop"]
+
+    @property
+    def boot(self) -> dict:
+        cfg = self.cfg
+        return {
+            "n_boot": cfg.bootstrap,
+            "confidence": cfg.confidence,
+            "seed": cfg.seed,
+            "method": cfg.ci_method,
+        }
+
+    def checkpoint_ref(self, checkpoint: Path) -> str:
+        """How metrics.json names a checkpoint: relative to the study folder when inside it (the study
+        resumes from any working directory, and the folder may move), else as an absolute path."""
+        checkpoint = Path(checkpoint).resolve()
+        try:
+            return str(checkpoint.relative_to(self.out.resolve()))
+        except ValueError:
+            return str(checkpoint)
+
+    def checkpoint_path(self, ref: str) -> Path:
+        path = Path(ref)
+        return path if path.is_absolute() else self.out / path
 
     def distill(self, rd: Path, kept: pd.DataFrame, prev: Path, t: int) -> tuple[Path, dict]:
         from trainer.distill import distill
@@ -249,7 +312,8 @@ class Study:
             return ckpt, read_json(stats_path)
         if self.sampler is not None:
             self.sampler.sleep()  # frees the engine's GPU memory while SFT runs (no-op on CPU)
-        stats = distill(kept[["prompt", "completion"]], prev, ckpt, self.cfg.sft, seed=self.cfg.seed + t)
+        columns = ["prompt", "completion"] + (["finish_reason"] if "finish_reason" in kept else [])
+        stats = distill(kept[columns], prev, ckpt, self.cfg.sft, seed=self.cfg.seed + t)
         gc.collect()
         if self.sampler is not None:
             self.sampler.wake_up()
@@ -282,13 +346,12 @@ class Study:
                 v.column for v in self.cfg.verifiers
             ]
             samples = eval_rows[cols].head(self.cfg.log_samples)
-            wandb_metrics = {k: v for k, v in metrics.items() if k not in ("checkpoint", "stop")}
-            self.tracker.log_round(t, wandb_metrics, samples)
-        g, gap = metrics["generation_utility"]["value"], metrics["gap"]
+            skip = ("checkpoint", "stop", "per_prompt")
+            self.tracker.log_round(t, {k: v for k, v in metrics.items() if k not in skip}, samples)
         kept = metrics["train"].get("kept")
         console.print(
-            f"[bold]round {t}[/]: accuracy {g:.3f}, gap {gap['value']:+.3f} "
-            f"[{gap['ci_low']:+.3f}, {gap['ci_high']:+.3f}]"
+            f"[bold]round {t}[/]: accuracy {fmt_ci(metrics['generation_utility'], signed=False)}, "
+            f"gap {fmt_ci(metrics['gap'])} ({confidence_label(metrics)} CI)"
             + (f", kept {kept}/{metrics['train']['sampled']}" if kept is not None else "")
             + f", {sum(metrics['seconds'].values()):.0f}s"
         )
@@ -309,6 +372,7 @@ def run_study(cfg: IterateConfig) -> list[dict]:
             cfg.run_name or out.name,
             meta.get("wandb_run_id"),
             to_dict(cfg),
+            group=cfg.wandb_group,
         )
         if study.tracker.run_id and meta.get("wandb_run_id") != study.tracker.run_id:
             meta["wandb_run_id"] = study.tracker.run_id
@@ -359,6 +423,8 @@ def _merge_costs(per_rank: list[dict[str, dict]]) -> dict[str, dict]:
             for key, value in cost.items():
                 if key not in into:
                     into[key] = value
+                elif key == "verdict_mass":  # a mean over rows: the ranks' mean (their shares are even)
+                    into[key] = (into[key] + value) / 2 if None not in (into[key], value) else None
                 elif isinstance(value, (int, float)) and not isinstance(value, bool):
                     into[key] = max(into[key], value) if "seconds" in key else into[key] + value
     return merged

@@ -28,7 +28,7 @@ EMBEDDED = {
 
 def cache_dir() -> Path:
     """Where converted models live: $MINDGAP_CACHE, else ~/.cache/mindgap."""
-    return Path(os.environ.get("MINDGAP_CACHE", Path.home() / ".cache" / "mindgap"))
+    return Path(os.environ.get("MINDGAP_CACHE", Path.home() / ".cache" / "mindgap")).expanduser().resolve()
 
 
 def resolve_model(ref: str) -> Path:
@@ -48,7 +48,7 @@ def resolve_model(ref: str) -> Path:
             raise UserError(
                 f"model: {ref} is a directory but holds no config.json (not a Hugging Face model dir)"
             )
-        return path
+        return path.resolve()  # absolute: a study records it, and may resume from another directory
     if ref.startswith((".", "/", "~")) or ref.count("/") > 1 or path.exists():
         raise UserError(
             f"model: path {ref} does not exist; pass an existing model dir, a .gguf file, "

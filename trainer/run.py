@@ -18,7 +18,8 @@ def seed_everything(seed: int) -> None:
 def prepare_prompts(task_cfg, model_dir: Path, split: str, seed: int):
     """Build the task and render the prompts of `split` in the model's style.
 
-    Returns (task, problems, prompts, shots); shots are train problems usable as few-shot examples.
+    Returns (task, problems, prompts, shots): shots are the `shots` split's problems, the worked
+    examples of few-shot and verifier prompts, which are never sampled or verified themselves.
     """
     from transformers import AutoTokenizer
 
@@ -28,17 +29,18 @@ def prepare_prompts(task_cfg, model_dir: Path, split: str, seed: int):
     task = build_task(task_cfg, seed)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     style = resolve_prompt_style(task_cfg.prompt_style, tokenizer)
-    train = task.problems("train")
-    # Few-shot exemplars are the first train problems, and are then never sampled themselves.
-    fewshot = train[: task_cfg.n_shots] if style == "fewshot" else []
-    problems = train[len(fewshot) :] if split == "train" else task.problems(split)
+    problems = task.problems(split)
     if not problems:
+        raise UserError(f"task.{split}_size: the {split} split has no prompts to sample")
+    shots = task.problems("shots")
+    fewshot = shots[: task_cfg.n_shots] if style == "fewshot" else []
+    if len(fewshot) < (task_cfg.n_shots if style == "fewshot" else 0):
         raise UserError(
-            f"task.{split}_size: the {split} split has no prompts to sample"
-            + (f" once {len(fewshot)} few-shot examples are set aside" if fewshot else "")
+            f"task.shots_size: {task_cfg.n_shots} few-shot examples (task.n_shots) need as many "
+            f"problems set aside, but the shots split holds {len(shots)}; raise task.shots_size"
         )
     prompts = [build_prompt(task, p, tokenizer, style, task_cfg.n_shots, fewshot) for p in problems]
-    return task, problems, prompts, train
+    return task, problems, prompts, shots
 
 
 def check_resume(
@@ -49,6 +51,10 @@ def check_resume(
     half-written in `out`. Returns the content of `saved`, or None on a new run."""
     from trainer.io import read_json, remove_interrupted_writes
 
+    if out.exists() and not out.is_dir():
+        raise UserError(
+            f"output_dir: {out} is a file, not a folder; pass the path of a folder (created if missing)"
+        )
     if not saved.exists():
         return None
     content = read_json(saved)

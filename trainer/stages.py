@@ -33,7 +33,7 @@ def generate_rows(
     records = []
     for problem, prompt, completions in zip(problems, prompts, outs):
         for j, c in enumerate(completions):
-            answer = task.extract_answer(c.text)
+            answer = task.extract_answer(c.text, finished=c.finish_reason != "length")
             records.append(
                 {
                     "prompt_id": str(problem.id),
@@ -112,11 +112,14 @@ def verify_rows(
     return rows, costs
 
 
-def select_rows(rows: pd.DataFrame, verifiers: list[VerifierConfig], filt: FilterConfig) -> pd.DataFrame:
-    """Add `kept_<id>` per verifier and `kept` for the first (primary) verifier."""
+def select_rows(
+    rows: pd.DataFrame, verifiers: list[VerifierConfig], filt: FilterConfig, seed: int = 0
+) -> pd.DataFrame:
+    """Add `kept_<id>` per verifier and `kept` for the first (primary) verifier (`seed`: the random
+    control's draw)."""
     rows = rows.copy()
     for i, cfg in enumerate(verifiers):
-        weights = select(rows, rows[cfg.column].to_numpy(), filt)
+        weights = select(rows, rows[cfg.column].to_numpy(), filt, seed)
         rows[f"kept_{cfg.id or cfg.name}"] = weights > 0
         if i == 0:
             rows["kept"] = weights > 0

@@ -28,12 +28,26 @@ def flatten(metrics: dict, prefix: str = "") -> dict[str, float]:
 
 
 class Tracker:
-    """Logs a round's metrics under `step=round`; `report_to` is `wandb` or `none`."""
+    """Logs a round's metrics under `step=round`; `report_to` is `wandb` or `none`.
+
+    Besides the scalars (every metric flattened, with its CI bounds), each round logs the pass@k curve
+    of every round so far as one line-series chart (k on the x axis, a line per round: effective
+    diversity collapsing shows as the curves crossing), and a table of sample generations. Runs of
+    one comparison share a W&B `group`.
+    """
 
     def __init__(
-        self, report_to: str, out_dir: Path, project: str, name: str, run_id: str | None, config: dict
+        self,
+        report_to: str,
+        out_dir: Path,
+        project: str,
+        name: str,
+        run_id: str | None,
+        config: dict,
+        group: str | None = None,
     ):
         self.run = None
+        self.curves: dict[int, dict[int, float]] = {}  # round -> {k: pass@k}
         if report_to == "none":
             return
         if report_to != "wandb":
@@ -49,6 +63,7 @@ class Tracker:
             resume="allow",
             config=config,
             dir=str(out_dir),
+            group=group,
             reinit="finish_previous",
         )
 
@@ -64,7 +79,22 @@ class Tracker:
         data = flatten(metrics)
         if samples is not None and len(samples):
             data["samples"] = wandb.Table(dataframe=samples.reset_index(drop=True))
+        self.remember(round_idx, metrics)
+        ks = sorted({k for c in self.curves.values() for k in c})
+        data["pass_at_k_curves"] = wandb.plot.line_series(
+            xs=ks,
+            ys=[[self.curves[t].get(k) for k in ks] for t in sorted(self.curves)],
+            keys=[f"round {t}" for t in sorted(self.curves)],
+            title="held-out pass@k by round",
+            xname="k",
+        )
         self.run.log(data, step=round_idx)
+
+    def remember(self, round_idx: int, metrics: dict) -> None:
+        """Keep a round's pass@k curve for the chart (also a round finished before a resume)."""
+        self.curves[round_idx] = {
+            int(k): v.get("value") if isinstance(v, dict) else v for k, v in metrics["pass_at_k"].items()
+        }
 
     def log_summary(self, summary: dict) -> None:
         if self.run is not None:

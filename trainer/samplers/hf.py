@@ -79,6 +79,7 @@ class HFSampler:
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         self.eos_ids = self._eos_ids()
         self._keeps_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
+        self.last_score_tokens = 0  # tokens the last `score` call fed through the model
 
     # ------------------------------------------------------------------ helpers
 
@@ -179,6 +180,7 @@ class HFSampler:
         for i, (p_ids, conts_ids) in enumerate(encode_for_scoring(self.encode, prompts, continuations)):
             work += [(p_ids, c) for c in plan_carriers(i, conts_ids)]
         out = [[0.0] * len(c) for c in continuations]
+        self.last_score_tokens = sum(len(p) + len(c.tokens) - 1 for p, c in work)  # fed, padding aside
         # Similar lengths together: less padding per forward pass.
         work.sort(key=lambda w: len(w[0]) + len(w[1].tokens))
         bs = self.engine.batch_size

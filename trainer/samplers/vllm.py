@@ -152,6 +152,7 @@ class VLLMSampler:
         # The engine's processes must not outlive this one, even when it is killed with SIGKILL.
         self._watchdog = watchdog.guard(watchdog.children() - before)
         self.score_stats: dict = {}  # what the last `score` call sent to the engine
+        self.last_score_tokens = 0  # tokens the last `score` call fed through the model
         self.start_seconds = time.perf_counter() - t0
         log.info("vLLM engine for %s started in %.1f s", self.model_dir, self.start_seconds)
         vllm_config = self.llm.llm_engine.vllm_config
@@ -198,10 +199,11 @@ class VLLMSampler:
             ids = self.encode(p)
             if not ids:
                 raise UserError(f"generate: prompt {i} is empty")
-            if len(ids) >= limit:
+            if len(ids) + max_tokens > limit:
                 raise UserError(
-                    f"generate: prompt {i} has {len(ids)} tokens, more than engine.max_model_len "
-                    f"({limit}) allows; raise engine.max_model_len or shorten the prompt"
+                    f"generate: prompt {i} has {len(ids)} tokens, and with max_tokens {max_tokens} more "
+                    f"would be generated than engine.max_model_len ({limit}) holds; raise "
+                    "engine.max_model_len, lower max_tokens or shorten the prompt"
                 )
             inputs.append(TokensPrompt(prompt_token_ids=ids))
             params.append(
@@ -209,7 +211,7 @@ class VLLMSampler:
                     n=per_prompt,
                     temperature=float(temperature),
                     top_p=float(top_p) if temperature > 0 else 1.0,
-                    max_tokens=min(max_tokens, limit - len(ids)),
+                    max_tokens=max_tokens,
                     # Per-request seeds crash the CPU engine; there the worker is reseeded below instead.
                     seed=None if self.cpu else seed + i,
                 )
@@ -287,6 +289,7 @@ class VLLMSampler:
                         f"({limit}) allows"
                     )
                 work.append((p_ids, carrier))
+        self.last_score_tokens = 0
         if not work:
             return out
         run = {
@@ -303,12 +306,15 @@ class VLLMSampler:
         """Run scoring requests in one fixed order from an empty prefix cache (so that scores depend on
         the inputs alone), and record what they cost the engine in `score_stats`."""
         out = self._run_in_order(inputs, params, use_tqdm=len(inputs) > 64)
+        prompt_tokens = sum(len(x["prompt_token_ids"]) for x in inputs)
         self.score_stats = {
             "requests": len(out),
-            "prompt_tokens": sum(len(x["prompt_token_ids"]) for x in inputs),
+            "prompt_tokens": prompt_tokens,
             "cached_tokens": sum(int(r.num_cached_tokens or 0) for r in out),
             "decode_steps": max(p.max_tokens for p in params),
         }
+        # Every prompt token is prefilled, and each decode step but the last feeds the token before it.
+        self.last_score_tokens += prompt_tokens + sum(p.max_tokens - 1 for p in params)
         return out
 
     def _score_forced(self, work: list) -> list[dict[int, float]]:

@@ -137,9 +137,13 @@ def parse_choice(text: str, labels: Sequence[str] = ("A", "B")) -> int | None:
     )
     found = list(re.finditer(explicit, text, re.I))
     if not found:
+        # "Response B, which shows its work, is better": what lies between the label and its predicate
+        # names no other response, holds no other verb of judgement and ends no sentence, so
+        # "Response A is incorrect, so Response B is better" is read as B, not as A.
+        between = r"(?:(?!\b(?:response|solution|is|was|seems|are|were)\b)[^.;!?\n]){0,40}?"
         described = (
-            rf"\b(?:response|solution)\s*\(?({alt})\)?(?![\w])[^.\n]{{0,40}}?"
-            r"\b(?:is|was|seems)\s+(?:\w+\s+)?(?:better|correct|right|the\s+winner|preferred)"
+            rf"\b(?:response|solution)\s*\(?({alt})\)?(?![\w]){between}"
+            r"\b(?:is|was|seems)\s+(?:\w+\s+)?(?:better|correct|right|the\s+winner|preferred)\b"
         )
         found = [m for m in re.finditer(described, text, re.I) if not _NEGATION.search(m.group(0))]
     if not found:

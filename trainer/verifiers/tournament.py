@@ -1,11 +1,14 @@
 """Tournament verification: single-elimination pairwise comparisons among a prompt's generations.
 
-Each round pairs the generations still in (in sample order; an odd one out gets a bye and advances),
-and the verifier compares each pair twice, once in each order, so that a preference for the first
-(or second) position cancels out. A generation's score is how far it went: the rounds it survived
-divided by the rounds its bracket played, so the survivors score 1 and the `tournament` filter
-(trainer/filters.py) keeps them. All comparisons of a round, across every prompt, go to the sampler
-in one batch.
+The bracket: when a prompt's n generations are not a power of two, the first round gives byes to
+2^ceil(log2 n) - n of them, chosen at random (seeded), and pairs the others in sample order; every
+later round is full, its pairs in bracket order. The verifier compares each pair twice, once in each
+order, so that a preference for the first (or second) position cancels out. A generation's score is
+the share of its matches that it won: a bye is no match and no win, so the champion (who won all of
+its matches) scores 1 and alone does, a finalist scores more than a first-round loser, and the
+`tournament` filter (trainer/filters.py) keeps the champions. A generation that played no match
+scores 0.5 (no evidence either way) unless it is alone in its bracket (1: the only survivor). All
+comparisons of a round, across every prompt, go to the sampler in one batch.
 
 `run_tournaments` is the bracket logic alone; the verifier supplies it a judge that returns, for a
 pair (i, j), the share of parseable votes that prefer i (NaN when no vote could be parsed).
@@ -16,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -33,23 +36,27 @@ Judge = Callable[[list[tuple[int, int]]], Sequence[float]]
 class Bracket:
     alive: list[int]  # entries still in, in bracket order
     rounds: int  # rounds this bracket plays
+    byes: list[int] = field(default_factory=list)  # entries that sit out the next round
     played: int = 0
 
 
 @dataclass
 class TournamentOutcome:
-    survived: dict[int, int]  # entry -> rounds survived (byes and walkovers count)
+    wins: dict[int, int]  # entry -> matches won (a bye is none)
+    losses: dict[int, int]  # entry -> matches lost
+    byes: dict[int, int]  # entry -> rounds it sat out
     rounds: list[int]  # rounds played per group
     comparisons: int = 0
     ties: int = 0  # comparisons decided by the tie-break
     unresolved: int = 0  # comparisons with no parseable vote at all
 
     def scores(self, groups: Sequence[Sequence[int]]) -> dict[int, float]:
-        """Rounds survived / rounds played (1 for every entry of a group that played no round)."""
+        """Matches won / matches played (0.5 for an entry that played none; 1 alone in its bracket)."""
         out = {}
-        for group, rounds in zip(groups, self.rounds):
+        for group in groups:
             for e in group:
-                out[e] = self.survived[e] / rounds if rounds else 1.0
+                played = self.wins[e] + self.losses[e]
+                out[e] = self.wins[e] / played if played else (1.0 if len(group) == 1 else 0.5)
         return out
 
 
@@ -57,6 +64,16 @@ def bracket_rounds(size: int, rounds: int | None) -> int:
     """Rounds a bracket of `size` entries plays: until one remains, or `rounds` if fewer."""
     full = math.ceil(math.log2(size)) if size > 1 else 0
     return full if rounds is None else min(rounds, full)
+
+
+def _first_round(entries: list[int], rng) -> tuple[list[int], list[int]]:
+    """(entries that play, entries with a bye): byes for 2^ceil(log2 n) - n entries chosen at random,
+    so that every later round is full."""
+    n = len(entries)
+    byes = (1 << math.ceil(math.log2(n))) - n if n > 1 else 0
+    chosen = set(rng.choice(n, size=byes, replace=False).tolist()) if byes else set()
+    play = [e for k, e in enumerate(entries) if k not in chosen]
+    return play, [e for k, e in enumerate(entries) if k in chosen]
 
 
 def run_tournaments(
@@ -72,13 +89,23 @@ def run_tournaments(
     `judge(pairs)` gives, per pair (i, j), the preference for i in [0, 1] (NaN: no parseable vote).
     > 0.5: i advances; < 0.5: j advances; 0.5 (a split vote): the tie-break decides (`random`, seeded,
     or `first`: the entry earlier in the bracket). A pair with no parseable vote follows `rule`:
-    abstain: the tie-break decides; reject: both are eliminated; accept: both advance.
+    abstain: the tie-break decides; reject: both are eliminated (a loss each); accept: both advance
+    (a win each).
     """
     rng = np.random.default_rng(seed)
-    brackets = [Bracket(list(g), bracket_rounds(len(g), rounds)) for g in groups]
-    out = TournamentOutcome({e: 0 for g in groups for e in g}, [b.rounds for b in brackets])
+    brackets = []
+    for g in groups:
+        play, byes = _first_round(list(g), rng)
+        brackets.append(Bracket(play, bracket_rounds(len(g), rounds), byes))
+    entries = [e for g in groups for e in g]
+    out = TournamentOutcome(
+        {e: 0 for e in entries},
+        {e: 0 for e in entries},
+        {e: 0 for e in entries},
+        [b.rounds for b in brackets],
+    )
     while True:
-        active = [b for b in brackets if b.played < b.rounds and len(b.alive) > 1]
+        active = [b for b in brackets if b.played < b.rounds and len(b.alive) + len(b.byes) > 1]
         if not active:
             break
         pairs = [(b.alive[k], b.alive[k + 1]) for b in active for k in range(0, len(b.alive) - 1, 2)]
@@ -88,14 +115,12 @@ def run_tournaments(
             nxt: list[int] = []
             for k in range(0, len(b.alive) - 1, 2):
                 nxt += _advance(b.alive[k], b.alive[k + 1], float(next(prefs)), rule, tie_break, rng, out)
-            if len(b.alive) % 2:
-                nxt.append(b.alive[-1])  # a bye
-            b.alive, b.played = nxt, b.played + 1
-            for e in nxt:
-                out.survived[e] += 1
-    for b in brackets:  # a lone entry left early (its rivals were all eliminated) wins by walkover
-        if len(b.alive) == 1:
-            out.survived[b.alive[0]] += b.rounds - b.played
+            if len(b.alive) % 2:  # odd after an `accept` or `reject` round: the last entry sits out
+                b.byes.append(b.alive[-1])
+            for e in b.byes:
+                out.byes[e] += 1
+            # a bye keeps its place in the bracket order (the entries seeded after it follow it)
+            b.alive, b.byes, b.played = b.byes + nxt, [], b.played + 1
     return out
 
 
@@ -105,18 +130,22 @@ def _advance(
     if math.isnan(pref):
         out.unresolved += 1
         if rule == "reject":
+            out.losses[a] += 1
+            out.losses[b] += 1
             return []
         if rule == "accept":
+            out.wins[a] += 1
+            out.wins[b] += 1
             return [a, b]
         pref = 0.5
-    if pref > 0.5:
-        return [a]
-    if pref < 0.5:
-        return [b]
-    out.ties += 1
-    if tie_break == "first":
-        return [a]
-    return [a] if rng.random() < 0.5 else [b]
+    if pref == 0.5:
+        out.ties += 1
+        first = tie_break == "first" or rng.random() < 0.5
+        pref = 1.0 if first else 0.0
+    winner, loser = (a, b) if pref > 0.5 else (b, a)
+    out.wins[winner] += 1
+    out.losses[loser] += 1
+    return [winner]
 
 
 class TournamentVerifier(PromptedVerifier):
@@ -135,7 +164,8 @@ class TournamentVerifier(PromptedVerifier):
       examples     a YAML/JSONL file of worked examples {question, response_a, response_b, response};
                    without it, `n_shots` examples are built from train problems
     The template (default templates/tournament.txt) needs {question}, {response_a} and {response_b}.
-    Tokens: prompt + generated (cot) or prompt + both continuations (mc) of every comparison call.
+    Tokens: prompt + generated tokens of every comparison call (cot), or what the sampler fed through
+    the model to score both labels (mc: each prompt once, with the labels' shared prefix).
     """
 
     template_file = "tournament.txt"
@@ -178,7 +208,7 @@ class TournamentVerifier(PromptedVerifier):
         groups = [sorted(idx.tolist(), key=lambda k: sample_idx[k]) for idx in by_prompt.values()]
         questions = rows["question"].tolist()
         completions = [str(c).strip() for c in rows["completion"]]
-        stats = {"tokens": 0, "unparseable": 0, "calls": 0, "seconds": 0.0}
+        stats = {"tokens": 0, "unparseable": 0, "calls": 0, "seconds": 0.0, "mass": 0.0}
 
         def judge(pairs: list[tuple[int, int]]) -> list[float]:
             fields = [
@@ -202,7 +232,13 @@ class TournamentVerifier(PromptedVerifier):
                 "calls": int(stats["calls"]),
                 "comparisons": outcome.comparisons,
                 "ties": outcome.ties,
+                "byes": int(sum(outcome.byes.values())),
                 "rounds": max(outcome.rounds, default=0),
+                **(
+                    {"verdict_mass": stats["mass"] / stats["calls"] if stats["calls"] else None}
+                    if self.mode == "mc"
+                    else {}
+                ),
             },
         )
 
@@ -228,7 +264,12 @@ class TournamentVerifier(PromptedVerifier):
             -1, 2
         )
         stats["seconds"] += time.perf_counter() - start
-        stats["tokens"] += self.count_tokens(prompts) * 2 + len(prompts) * self.count_tokens(conts)
+        fed = getattr(self.ctx.sampler, "last_score_tokens", None)
+        if fed is None:  # a sampler that does not say: both labels share all but their last token
+            lead_ids = self.ctx.tokenizer(conts[0], add_special_tokens=False)["input_ids"]
+            fed = self.count_tokens(prompts) + len(prompts) * (len(lead_ids) - 1)
+        stats["tokens"] += int(fed)
+        stats["mass"] += float(np.exp(logps).sum(axis=1).sum())
         p_a = 1.0 / (1.0 + np.exp(logps[:, 1] - logps[:, 0]))
         return [float((p_a[k] + (1.0 - p_a[k + 1])) / 2) for k in range(0, len(p_a), 2)]
 
