@@ -113,8 +113,8 @@ def gap_table(metrics: dict, title: str = "generation–verification gap"):
         "unparseable",
         "verify tokens",
     )
-    for col in columns:
-        table.add_column(col, justify="right" if col != "verifier" else "left")
+    for col in columns:  # cells never wrap: a row is one line (a narrow terminal crops the table)
+        table.add_column(col, justify="right" if col != "verifier" else "left", no_wrap=True)
     for vid, vm in metrics["verifiers"].items():
         table.add_row(
             vid,

@@ -4,7 +4,7 @@ diversity, each headline number with a bootstrap confidence interval over prompt
 The input is the generation table (one row per prompt and sample) with columns `prompt_id`,
 `sample_idx`, `answer` (None when nothing was extracted), `correct` (bool), verifier scores
 `score_<name>` (NaN = abstention) and optionally `completion`. Filter weights are a numpy array aligned
-with the rows. Definitions follow /work/shared/DESIGN.md ("Definitions"):
+with the rows. Definitions: docs/definitions.md (the tie rules, intervals and edge cases too):
 
     J(f)(x)    = mean_i c_i                                   generation utility of prompt x
     J(f[w])(x) = Σ w_i c_i / Σ w_i   (= J(f)(x) if Σ w_i = 0)  verification utility of prompt x

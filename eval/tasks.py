@@ -512,7 +512,7 @@ class FileTask(Task):
         test = [self._rows[i] for i in order[: self.cfg.test_size]]
         if split == "test":
             return test
-        asked = self._earlier_questions(split)
+        asked = {p.question for p in test}
         rest, used = [], set()
         for i in order[self.cfg.test_size :]:
             question = self._rows[i].question

@@ -252,7 +252,7 @@ def write_outputs(cfg: CrossVerifyConfig, out: Path, records: list[dict]) -> Non
     write_json(out / "gap_table.json", records)
     write_text(out / "gap_table.md", markdown_table(records, cfg))
     plot_cross_verify(records, generators, verifiers, out / "plots" / "cross_verify_gap.png")
-    stdout = Console(width=None if Console().is_terminal else 160)
+    stdout = Console(width=None if Console().is_terminal else 250)
     stdout.print(
         rich_table(records, f"cross-verification ({cfg.verifier.name}): gap ({cfg.confidence * 100:g}% CI)")
     )
@@ -305,7 +305,7 @@ def markdown_table(records: list[dict], cfg: CrossVerifyConfig) -> str:
 def rich_table(records: list[dict], title: str) -> Table:
     table = Table(title=title)
     for i, col in enumerate(COLUMNS):
-        table.add_column(col, justify="left" if i < 2 else "right")
+        table.add_column(col, justify="left" if i < 2 else "right", no_wrap=True)
     for r in records:
         table.add_row(*_cells(r))
     return table

@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
         from eval.plots import plot_score_correlation
 
         plot_score_correlation(metrics["score_correlations"], out / "plots" / "score_correlation.png")
-    stdout = Console(width=None if Console().is_terminal else 150)
+    stdout = Console(width=None if Console().is_terminal else 250)
     level = confidence_label(metrics)
     stdout.print(gap_table(metrics, title=f"{cfg.model} on {task.name}: gap ({level} CI)"))
     pk = ", ".join(f"pass@{k} {fmt_ci(v, signed=False)}" for k, v in metrics["pass_at_k"].items())
