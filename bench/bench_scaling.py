@@ -20,7 +20,7 @@ from pathlib import Path
 
 from common import Result, command_line, median, vllm_quiet
 
-from trainer.io import read_json
+from core.io import read_json
 
 
 def fit(xs: list[float], ys: list[float]) -> tuple[float, float, float]:

@@ -20,9 +20,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from core.io import write_json, write_text  # noqa: E402
 from eval.metrics import paired_difference_ci, pass_at_k_per_prompt  # noqa: E402
 from eval.report import band, fmt_interval, level, round_ticks, save_figure  # noqa: E402
-from trainer.io import write_json, write_text  # noqa: E402
 
 
 def read_history(study_dir: Path) -> list[dict]:

@@ -140,3 +140,63 @@ def unparseable(vm: dict) -> int:
 
 def _num(x) -> str:
     return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.3f}"
+
+
+# ---------------------------------------------------------------- a generator × verifier matrix
+
+MATRIX_COLUMNS = (
+    "generator",
+    "verifier model",
+    "gen utility",
+    "gap [CI]",
+    "relative gap [CI]",
+    "AUROC",
+    "AUROC per prompt",
+    "kept precision",
+    "verify tokens",
+    "unparseable",
+)
+
+
+def matrix_cells(r: dict) -> list[str]:
+    """A cross-verification record (trainer.measure.cross_verify) as the cells of a table row."""
+    return [
+        r["generator"],
+        r["verifier_model"] + (" (self)" if r["self_verification"] else ""),
+        fmt_ci(r["generation_utility"], signed=False),
+        fmt_ci(r["gap"]),
+        fmt_ci(r["relative_gap"]),
+        fmt_ci(r["auroc"], signed=False, digits=2),
+        fmt_ci(r.get("auroc_per_prompt"), signed=False, digits=2),
+        fmt_ci(r["kept_precision"], signed=False, digits=2),
+        str(r["verification_tokens"]),
+        str(r["unparseable"]),
+    ]
+
+
+def matrix_markdown(records: list[dict], head: str = "") -> str:
+    lines = [head, ""] if head else []
+    lines += [
+        "| " + " | ".join(MATRIX_COLUMNS) + " |",
+        "|" + "|".join("---" if i < 2 else "---:" for i in range(len(MATRIX_COLUMNS))) + "|",
+    ]
+    lines += ["| " + " | ".join(matrix_cells(r)) + " |" for r in records]
+    return "\n".join(lines) + "\n"
+
+
+def matrix_table(records: list[dict], title: str):
+    from rich.table import Table
+
+    table = Table(title=title)
+    for i, col in enumerate(MATRIX_COLUMNS):
+        table.add_column(col, justify="left" if i < 2 else "right", no_wrap=True)
+    for r in records:
+        table.add_row(*matrix_cells(r))
+    return table
+
+
+def print_table(table) -> None:
+    """A rich table on stdout, at full width when stdout is a file (so rows never wrap there)."""
+    from rich.console import Console
+
+    Console(width=None if Console().is_terminal else 250).print(table)

@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from trainer.io import atomic_write  # noqa: E402
+from core.io import atomic_write  # noqa: E402
 
 
 def _label(name: str) -> str:

@@ -20,12 +20,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from trainer.errors import UserError
+from core.errors import UserError
+from eval.tasks import PROMPT_STYLES
 
 if TYPE_CHECKING:
     from eval.tasks import Problem, Task
-
-PROMPT_STYLES = ("chat", "fewshot", "auto")
 
 
 def resolve_prompt_style(style: str, tokenizer: Any) -> str:

@@ -9,8 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from core.io import atomic_write, write_text  # noqa: E402
 from eval.gap import fmt_ci  # noqa: E402
-from trainer.io import atomic_write, write_text  # noqa: E402
 
 
 def _v(m):

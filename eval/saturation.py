@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trainer.errors import UserError
+from core.config import knob
+from core.errors import UserError
 
 DIVERSITY_METRICS = ("distinct_answers", "answer_entropy", "distinct_1", "distinct_2")
 
@@ -30,13 +31,20 @@ DIVERSITY_METRICS = ("distinct_answers", "answer_entropy", "distinct_1", "distin
 class SaturationConfig:
     """Stopping rules, each off when set to null. They read the held-out metrics of each round."""
 
-    relative_gap_below: float | None = (
-        0.01  # stop when the relative gap's upper CI bound stays below this ...
+    relative_gap_below: float | None = knob(
+        0.01, "stop when the relative gap's upper CI bound stays below this for relative_gap_rounds rounds"
     )
-    relative_gap_rounds: int = 2  # ... for this many consecutive rounds
-    pass_at_k_drop: float | None = 0.1  # stop when pass@k at the largest k falls this far below its best
-    diversity_drop: float | None = 0.5  # stop when diversity falls by this fraction of round 0's
-    diversity_metric: str = "distinct_answers"  # distinct_answers | answer_entropy | distinct_1 | distinct_2
+    relative_gap_rounds: int = knob(2, "consecutive rounds for the relative-gap rule")
+    pass_at_k_drop: float | None = knob(
+        0.1,
+        "stop when held-out pass@k at the largest k fell this far below its best round (paired CI above 0)",
+    )
+    diversity_drop: float | None = knob(
+        0.5, "stop when diversity fell by this fraction of round 0's (paired CI below 0)"
+    )
+    diversity_metric: str = knob(
+        "distinct_answers", "distinct_answers | answer_entropy | distinct_1 | distinct_2"
+    )
 
     def validate(self, key: str) -> None:
         if self.relative_gap_rounds < 1:

@@ -34,8 +34,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from core.config import knob, one_of, positive
+from core.errors import UserError
 from eval.answers import (
     ANSWER_PREFIX,
     TRAILING_PUNCTUATION,
@@ -48,15 +50,47 @@ from eval.answers import (
     math_match,
     normalize_number,
 )
-from trainer.errors import UserError
-
-if TYPE_CHECKING:
-    from trainer.config import TaskConfig
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("test", "train", "shots")
 CHECKERS = ("auto", "exact", "math", "task")
+PROMPT_STYLES = ("chat", "fewshot", "auto")
+
+
+@dataclass
+class TaskConfig:
+    """Which problems, how many, and how they are prompted."""
+
+    name: str = knob(
+        "basic_arithmetic",
+        "a registered task (basic_arithmetic, gsm_symbolic, sudoku, countdown, any reasoning-gym dataset, file, gsm8k, math)",
+    )
+    train_size: int = knob(64, "problems in the train split (the loop samples, verifies and distills these)")
+    test_size: int = knob(32, "problems in the held-out test split (the gap and every round's evaluation)")
+    shots_size: int = knob(
+        8, "problems set aside as worked examples (few-shot and verifier prompts); never sampled or verified"
+    )
+    seed: int | None = knob(None, "data seed; defaults to the study seed")
+    prompt_style: str = knob("auto", "chat | fewshot | auto (chat when the tokenizer has a chat template)")
+    n_shots: int = knob(4, "few-shot examples in generation prompts of base models (fewshot style)")
+    options: dict = knob(
+        factory=dict, help="passed to the task's generator (a reasoning-gym dataset's config)"
+    )
+    path: str | None = knob(None, "for task file: a .jsonl or .parquet file of problems")
+    fields: dict = knob(
+        factory=dict, help="for task file: columns of the fields, e.g. {question: q, answer: a, id: uid}"
+    )
+    checker: str = knob("auto", "auto | exact | math (math-verify) | task (the task's own scorer)")
+
+    def validate(self, key: str) -> None:
+        one_of(f"{key}.prompt_style", self.prompt_style, PROMPT_STYLES)
+        one_of(f"{key}.checker", self.checker, CHECKERS)
+        positive(f"{key}.test_size", self.test_size)
+        if self.train_size < 0:
+            raise UserError(f"{key}.train_size: must be >= 0, got {self.train_size}")
+        if self.shots_size < 0:
+            raise UserError(f"{key}.shots_size: must be >= 0, got {self.shots_size}")
 
 
 @dataclass

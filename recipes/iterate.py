@@ -1,19 +1,23 @@
 """Self-improvement through the generation-verification gap, round after round.
 
-    accelerate launch recipes/iterate.py                        # the quickstart: 3 rounds on CPU
-    accelerate launch --config_file launch/cpu_2proc.yaml recipes/iterate.py --config recipes/configs/x.yaml
+    accelerate launch -q --config_file launch/one_process.yaml recipes/iterate.py   # the quickstart
+    accelerate launch -q --config_file launch/cpu_2proc.yaml recipes/iterate.py --config recipes/configs/x.yaml
+    python recipes/iterate.py --help                      # every key, its type, default and help
 
-Each round samples the train prompts from the current checkpoint, lets the model verify its own
-samples, keeps what the filter passes, distills it with TRL SFT, and evaluates the new model on
-held-out prompts. Output: runs/<study>/ (see README). Re-running the same command resumes.
+Round 0 evaluates the starting model; each later round samples the train prompts from the current
+checkpoint, lets the model verify its own samples, keeps what the filter passes, distills it with
+TRL SFT, evaluates the new model on held-out prompts, logs the round and judges the stopping rules
+(`trainer.loop.Study.run_round` is that sequence). Output: runs/<study>/ (see README). Re-running
+the same command resumes.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from trainer.config import IterateConfig, load_config
-from trainer.errors import exit_on_user_error
+from core.config import load_config
+from core.errors import exit_on_user_error
+from trainer.config import IterateConfig
 from trainer.loop import run_study
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "quickstart.yaml"

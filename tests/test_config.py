@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from core.errors import UserError
 from trainer.config import GapConfig, IterateConfig, load_config, to_dict
-from trainer.errors import UserError
 
 
 def write(tmp_path, text: str):
@@ -112,3 +112,79 @@ def test_shipped_configs_load():
     load_config(GapConfig, ["--config", str(root / "gap_quickstart.yaml")])
     for name in ("quickstart.yaml", "oracle_control.yaml"):
         load_config(IterateConfig, ["--config", str(root / name)])
+
+
+def test_every_mistake_is_reported_at_once():
+    with pytest.raises(UserError) as e:
+        load_config(
+            IterateConfig, ["--rounds", "-1", "--sampling.n", "0", "--sft.epochs", "0", "--sampling.nn", "2"]
+        )
+    lines = str(e.value).splitlines()
+    assert any(line.startswith("unknown config key 'sampling.nn'") for line in lines), lines
+    # type errors and unknown keys first; the checks of each section once the values parse
+    with pytest.raises(UserError) as e:
+        load_config(IterateConfig, ["--rounds", "-1", "--sampling.n", "0", "--sft.epochs", "0"])
+    lines = str(e.value).splitlines()
+    assert {line.split(":")[0] for line in lines} == {"rounds", "sampling.n", "sft.epochs"}, lines
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--verifiers", "[{name: mc, options: {yess: Sure}}]"], "verifiers.0.options.yess: unknown option"),
+        (["--verifiers", "[oracle, {name: mc, options: {yes: A, no: a}}]"], "verifiers.1.options.no"),
+        (
+            ["--sft.trl", "{lr_scheduler_typ: cosine}"],
+            "sft.trl.lr_scheduler_typ: TRL's SFTConfig has no field",
+        ),
+        (["--sft.trl", "{learning_rate: 0.1}"], "sft.trl.learning_rate: set by mindgap"),
+    ],
+)
+def test_verifier_and_trl_options_are_checked(argv, needle):
+    with pytest.raises(UserError) as e:
+        load_config(IterateConfig, argv)
+    assert needle in str(e.value)
+
+
+def test_trl_fields_pass_through_to_sft_config(tmp_path, tiny_model_dir):
+    import pandas as pd
+
+    from trainer.distill import build_trainer
+
+    cfg = load_config(IterateConfig, ["--sft.trl", "{lr_scheduler_type: cosine, max_grad_norm: 0.5}"])
+    rows = pd.DataFrame({"prompt": ["1 + 1 ="], "completion": [" 2"]})
+    trainer = build_trainer(rows, tiny_model_dir, cfg.sft, seed=0, work_dir=tmp_path)
+    assert trainer.args.lr_scheduler_type == "cosine" and trainer.args.max_grad_norm == 0.5
+
+
+def test_help_prints_every_key_with_its_type_default_and_help():
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "recipes" / "iterate.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = r.stdout
+    for key in (
+        "--task.train_size",
+        "--sampling.n",
+        "--eval_sampling.max_tokens",
+        "--verifiers.<i>.name",
+        "--sft.trl",
+    ):
+        assert key in out, key
+    assert "--sampling.n" in out and "int = 4" in out and "samples per prompt" in out
+    # every field of every section is there, each with a line of help
+    from core.config import _help_rows
+
+    rows = list(_help_rows(IterateConfig, ""))
+    assert all(f"--{key}" in out for key, _, _, _ in rows)
+    assert all(text for key, tp, _, text in rows if not tp.startswith("list of")), [
+        key for key, _, _, text in rows if not text
+    ]

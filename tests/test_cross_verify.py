@@ -3,7 +3,6 @@ resuming from its files, and one-line errors for bad input."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -30,20 +29,11 @@ def run(args: list[str], timeout: int = 900) -> subprocess.CompletedProcess:
     )
 
 
-def load_recipe():
-    spec = importlib.util.spec_from_file_location("cross_verify_recipe", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_shipped_configs_load():
-    from trainer.config import GapConfig, load_config
+    from trainer.config import CrossVerifyConfig, GapConfig, load_config
     from trainer.verifiers import validate_verifiers
 
-    recipe = load_recipe()
-    cfg = load_config(recipe.CrossVerifyConfig, ["--config", str(ROOT / "recipes/configs/cross_verify.yaml")])
+    cfg = load_config(CrossVerifyConfig, ["--config", str(ROOT / "recipes/configs/cross_verify.yaml")])
     assert cfg.verifier.name == "mc" and cfg.generators == cfg.verifier_models
     gap = load_config(GapConfig, ["--config", str(ROOT / "recipes/configs/gap_strategies.yaml")])
     validate_verifiers(gap.verifiers)
@@ -52,7 +42,8 @@ def test_shipped_configs_load():
 
 
 def test_model_folders_and_labels():
-    recipe = load_recipe()
+    from trainer import measure as recipe
+
     a, b = recipe.model_slug("/x/a/model"), recipe.model_slug("/x/b/model")
     assert a != b and a.startswith("model-") and recipe.model_slug("/x/a/model/") == a
     assert recipe.model_labels(["/x/a/model", "/x/b/model", "smollm2-135m-instruct"]) == {

@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from trainer.distill import SFTOptions, build_trainer, distill, merge_lora_state_dict
-from trainer.errors import UserError
+from core.errors import UserError
+from trainer.distill import SFTOptions, build_trainer, distill, model_from_gathered_state
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tests" / "scripts" / "distill_2proc.py"
@@ -170,25 +170,27 @@ def test_truncated_samples_train_without_an_eos(tiny_model_dir, tmp_path):
         )
 
 
-def test_merge_lora_state_dict_matches_peft(tiny_model_dir):
-    """The merge used for ZeRO-3's gathered state dict equals PEFT's merge_and_unload."""
+def test_zero3_gathered_lora_state_is_merged_by_peft(tiny_model_dir):
+    """What ZeRO-3's save does with the state dict it gathered: a PeftModel rebuilt on CPU from it,
+    merged by PEFT, equals merging the live PeftModel."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    peft = get_peft_model(
-        model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM")
-    )
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM")
+    peft = get_peft_model(model, lora)
     torch.manual_seed(1)
     with torch.no_grad():
         for name, p in peft.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.1)  # B starts at zero; make the adapters matter
-    merged = merge_lora_state_dict(peft.state_dict(), scaling=8 / 4)
-    expected = peft.merge_and_unload().state_dict()
-    assert set(merged) == set(expected)
-    assert all(torch.allclose(merged[k], expected[k], atol=1e-6) for k in expected)
+    gathered = {k: v.clone() for k, v in peft.state_dict().items()}
+    rebuilt = model_from_gathered_state(model.config, gathered, peft.peft_config["default"])
+    expected = peft.merge_and_unload().to(torch.bfloat16).state_dict()
+    got = rebuilt.state_dict()
+    assert set(got) == set(expected)
+    assert all(torch.equal(got[k], expected[k]) for k in expected)
 
 
 def test_options_and_inputs_are_checked(tiny_model_dir, tmp_path):

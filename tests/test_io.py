@@ -1,4 +1,4 @@
-"""Atomic writes, the clean-up of writes a killed run left half-done (trainer.io), and the check that
+"""Atomic writes, the clean-up of writes a killed run left half-done (core.io), and the check that
 refuses to resume a run under a changed config (trainer.run.check_resume)."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import textwrap
 
 import pytest
 
-from trainer.errors import UserError
-from trainer.io import atomic_write, remove_interrupted_writes, write_json
+from core.errors import UserError
+from core.io import atomic_write, remove_interrupted_writes, write_json
 from trainer.run import check_resume
 
 
@@ -22,7 +22,7 @@ def test_killed_write_leaves_only_a_temp_file_which_resume_removes(tmp_path):
     script = textwrap.dedent(
         f"""
         import os, signal, time
-        from trainer.io import atomic_write
+        from core.io import atomic_write
         def write(p):
             p.write_text("half")
             os.kill(os.getpid(), signal.SIGKILL)

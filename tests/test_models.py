@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import UserError
 from tests.conftest import ROOT
-from trainer.errors import UserError
 from trainer.models import _embedded_gguf, resolve_model
 
 
@@ -126,7 +126,7 @@ def test_hub_id_while_offline_is_a_user_error_saying_so(tmp_path):
         "MINDGAP_CACHE": str(tmp_path),
     }
     code = (
-        "from trainer.errors import UserError\n"
+        "from core.errors import UserError\n"
         "from trainer.models import resolve_model\n"
         "try:\n"
         "    resolve_model('mindgap-test-org/no-such-model')\n"

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import UserError
 from tests.conftest import HAS_VLLM, needs_vllm
 from trainer.config import EngineConfig
-from trainer.errors import UserError
 from trainer.samplers import available_backends, build_sampler, resolve_backend
 from trainer.samplers.base import Completion
 

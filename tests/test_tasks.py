@@ -9,11 +9,11 @@ import json
 import pandas as pd
 import pytest
 
+from core.errors import UserError
 from eval.answers import extract_answer, last_boxed, last_number
 from eval.prompts import build_prompt, resolve_prompt_style
 from eval.tasks import TASKS, Problem, build_task
 from trainer.config import TaskConfig
-from trainer.errors import UserError
 
 ARITH = {"min_terms": 2, "max_terms": 2, "min_digits": 2, "max_digits": 2}
 RG_TASKS = {  # name -> options that keep generation fast

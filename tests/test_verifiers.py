@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.errors import UserError
 from tests.helpers import console_table
 from trainer.config import EngineConfig, FilterConfig, TaskConfig, VerifierConfig, from_dict
-from trainer.errors import UserError
 from trainer.filters import select
 from trainer.samplers.base import Completion
 from trainer.verifiers import VERIFIERS, VerifyContext, make_verifier, validate_verifiers

@@ -1,215 +1,270 @@
-"""Configuration: dataclasses loaded from YAML, overridable from the command line, validated on load.
+"""Every recipe's configuration, in one place: the recipe configs below, built from sections that live
+beside the code they configure (imported here so one module names every key):
 
-    python recipes/measure_gap.py --config recipes/configs/gap_quickstart.yaml \
-        --sampling.n 8 --task countdown --output_dir runs/x
+    TaskConfig        eval/tasks.py              which problems, how many, how prompted
+    SamplingConfig    trainer/samplers/base.py   how generations are sampled
+    EngineConfig      trainer/samplers/base.py   the inference backend
+    VerifierConfig    trainer/verifiers/base.py  one verification strategy (its `options`: the strategy)
+    FilterConfig      trainer/filters.py         which samples a verifier's scores keep
+    SFTOptions        trainer/distill.py         distillation with TRL SFT
+    SaturationConfig  eval/saturation.py         the stopping rules
 
-An override is `--key value` or `--key=value` with a dotted key; values are parsed as YAML scalars
-(`--verifiers [mc,oracle]` works too). Unknown keys and values of the wrong type are UserErrors that
-name the key.
+`python recipes/<recipe>.py --help` prints every key of a recipe with its type, default and help;
+loading, overrides and validation are `core.config`'s.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, Union
 
-import yaml
-
+from core.config import Problems, from_dict, knob, load_config, merge, one_of, to_dict
+from core.errors import UserError
 from eval.saturation import SaturationConfig
+from eval.tasks import TaskConfig
 from trainer.distill import SFTOptions
-from trainer.errors import UserError
+from trainer.filters import FilterConfig
 from trainer.models import DEFAULT_MODEL
+from trainer.samplers.base import EngineConfig, SamplingConfig
+from trainer.verifiers.base import VerifierConfig
 
-C = TypeVar("C")
+__all__ = [
+    "CompareConfig",
+    "ConditionConfig",
+    "CrossVerifyConfig",
+    "EngineConfig",
+    "FilterConfig",
+    "GapConfig",
+    "IterateConfig",
+    "SFTOptions",
+    "SamplingConfig",
+    "SaturationConfig",
+    "TaskConfig",
+    "VerifierConfig",
+    "from_dict",
+    "load_config",
+    "merge",
+    "to_dict",
+]
 
-
-# ---------------------------------------------------------------- sections shared by recipes
-
-
-@dataclass
-class TaskConfig:
-    """Which problems, how many, and how they are prompted."""
-
-    name: str = "basic_arithmetic"  # a registered task (eval/tasks.py) or `file`
-    train_size: int = 64  # problems in the train split (the loop samples these)
-    test_size: int = 32  # problems in the held-out test split (gap and evaluation)
-    shots_size: int = 8  # problems set aside as worked examples (few-shot and verifier prompts)
-    seed: int | None = None  # data seed; defaults to the study seed
-    prompt_style: str = "auto"  # chat | fewshot | auto (chat when the tokenizer has a template)
-    n_shots: int = 4  # few-shot examples for base models
-    options: dict = field(default_factory=dict)  # passed to the task's generator (reasoning-gym config)
-    path: str | None = None  # for `file`: a .jsonl or .parquet file
-    fields: dict = field(default_factory=dict)  # for `file`: {"question": col, "answer": col}
-    checker: str = "auto"  # auto | exact | math (math-verify) | task (the task's own scorer)
-
-    def validate(self, key: str) -> None:
-        _one_of(f"{key}.prompt_style", self.prompt_style, ("chat", "fewshot", "auto"))
-        _one_of(f"{key}.checker", self.checker, ("auto", "exact", "math", "task"))
-        _positive(f"{key}.test_size", self.test_size)
-        if self.train_size < 0:
-            raise UserError(f"{key}.train_size: must be >= 0, got {self.train_size}")
-        if self.shots_size < 0:
-            raise UserError(f"{key}.shots_size: must be >= 0, got {self.shots_size}")
-
-
-@dataclass
-class SamplingConfig:
-    """How generations are sampled."""
-
-    n: int = 4  # samples per prompt
-    temperature: float = 0.7
-    top_p: float = 1.0
-    max_tokens: int = 128
-
-    def validate(self, key: str) -> None:
-        _positive(f"{key}.n", self.n)
-        _positive(f"{key}.max_tokens", self.max_tokens)
-        if self.temperature < 0:
-            raise UserError(f"{key}.temperature: must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise UserError(f"{key}.top_p: must be in (0, 1], got {self.top_p}")
-
-
-@dataclass
-class EngineConfig:
-    """The inference backend that samples and scores."""
-
-    backend: str = "auto"  # vllm | hf | auto (vllm where installed)
-    dtype: str = "auto"  # auto (bf16; fp32 on CPUs without native bf16, where it is 4-6x faster) | bfloat16 | float16 | float32
-    max_model_len: int = 1024
-    batch_size: int = 32  # hf: prompts per generate() call
-    gpu_memory_utilization: float = 0.35  # vllm on GPU: leaves room for SFT beside the engine
-    enforce_eager: bool = True  # vllm: skip graph capture/compile (start-up dominates small studies)
-    kv_cache_gb: float = 2.0  # vllm on CPU: VLLM_CPU_KVCACHE_SPACE
-    sleep_during_training: bool = True  # vllm on GPU: free KV cache and weights while SFT runs
-
-    def validate(self, key: str) -> None:
-        _one_of(f"{key}.backend", self.backend, ("auto", "vllm", "hf"))
-        _one_of(f"{key}.dtype", self.dtype, ("auto", "bfloat16", "float16", "float32"))
-        _positive(f"{key}.max_model_len", self.max_model_len)
-        _positive(f"{key}.batch_size", self.batch_size)
-
-
-@dataclass
-class VerifierConfig:
-    """One verification strategy. `name` picks it; the other keys are its options."""
-
-    name: str = "mc"  # mc | oracle (more in trainer/verifiers)
-    id: str | None = None  # column suffix; defaults to name (set it to use one strategy twice)
-    model: str | None = None  # cross-verification: a different model verifies (own engine)
-    template: str | None = None  # prompt template file; defaults to the strategy's own
-    n_shots: int = 0  # worked verification examples, from the task's shots split (or options.examples)
-    options: dict = field(default_factory=dict)  # strategy-specific knobs
-
-    @property
-    def column(self) -> str:
-        return f"score_{self.id or self.name}"
-
-    def validate(self, key: str) -> None:
-        from trainer.verifiers import VERIFIERS
-
-        _one_of(f"{key}.name", self.name, tuple(VERIFIERS))
-
-
-@dataclass
-class FilterConfig:
-    """Which generations a verifier's scores keep."""
-
-    name: str = "quantile"  # quantile (per prompt) | threshold (global) | tournament | random (the control)
-    q: float = 0.5  # quantile: keep the top max(1, floor((1 - q) * n)) of each prompt's n samples
-    tau: float = 0.5  # threshold: keep scores >= tau
-    reference: str = "quantile"  # random: keep as many per prompt as this filter would (same q / tau)
-
-    def validate(self, key: str) -> None:
-        from trainer.filters import FILTERS, REFERENCES
-
-        _one_of(f"{key}.name", self.name, tuple(FILTERS))
-        _one_of(f"{key}.reference", self.reference, tuple(REFERENCES))
-        if not 0 <= self.q <= 1:
-            raise UserError(f"{key}.q: must be in [0, 1], got {self.q}")
-
-
-# ---------------------------------------------------------------- recipe configs
+CI_METHODS = ("percentile", "bca")
 
 
 @dataclass
 class GapConfig:
     """recipes/measure_gap.py: the generation-verification gap of one model on one task."""
 
-    model: str = DEFAULT_MODEL
-    task: TaskConfig = field(default_factory=TaskConfig)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    engine: EngineConfig = field(default_factory=EngineConfig)
-    verifiers: list[VerifierConfig] = field(
-        default_factory=lambda: [VerifierConfig("mc"), VerifierConfig("oracle")]
+    model: str = knob(
+        DEFAULT_MODEL, "the model: an embedded alias, a local HF model dir, a .gguf file or a hub id"
     )
-    filter: FilterConfig = field(default_factory=FilterConfig)
-    seed: int = 0
-    output_dir: str = "runs/gap"
-    bootstrap: int = 1000  # bootstrap resamples for confidence intervals (over prompts)
-    confidence: float = 0.95
-    ci_method: str = "percentile"  # percentile | bca (bias-corrected and accelerated)
+    task: TaskConfig = knob(factory=TaskConfig, help="")
+    sampling: SamplingConfig = knob(factory=SamplingConfig, help="")
+    engine: EngineConfig = knob(factory=EngineConfig, help="")
+    verifiers: list[VerifierConfig] = knob(
+        factory=lambda: [VerifierConfig("mc"), VerifierConfig("oracle")],
+        help="the verification strategies, each scored on every sample; the first is the headline",
+    )
+    filter: FilterConfig = knob(factory=FilterConfig, help="")
+    seed: int = knob(0, "seeds the data, the sampling and every bootstrap")
+    output_dir: str = knob("runs/gap", "where the run's files go; the same command resumes from them")
+    bootstrap: int = knob(1000, "bootstrap resamples (over prompts) for every interval; 0: none")
+    confidence: float = knob(0.95, "the confidence level of every interval")
+    ci_method: str = knob("percentile", "percentile | bca (bias-corrected and accelerated)")
 
     def validate(self, key: str = "") -> None:
-        from trainer.verifiers import validate_verifiers
-
-        if not self.verifiers:
-            raise UserError("verifiers: list at least one verifier, e.g. [mc, oracle]")
-        ids = [v.id or v.name for v in self.verifiers]
-        dup = {i for i in ids if ids.count(i) > 1}
-        if dup:
-            raise UserError(f"verifiers: {sorted(dup)} appear twice; give each an `id`")
-        validate_verifiers(self.verifiers)
-        check_token_budget(self)
-        for i, v in enumerate(self.verifiers):
-            if v.n_shots > self.task.shots_size and not v.options.get("examples"):
-                raise UserError(
-                    f"verifiers.{i}.n_shots: {v.n_shots} worked examples need as many problems set "
-                    f"aside, but task.shots_size is {self.task.shots_size}; raise task.shots_size"
-                )
-        if not 0 < self.confidence < 1:
-            raise UserError(f"confidence: must be in (0, 1), got {self.confidence}")
-        _one_of("ci_method", self.ci_method, ("percentile", "bca"))
-        if self.bootstrap < 0:
-            raise UserError(f"bootstrap: must be >= 0 (0: no intervals), got {self.bootstrap}")
+        problems = Problems()
+        with problems.check():
+            check_verifiers(self)
+        with problems.check():
+            check_token_budget(self)
+        with problems.check():
+            check_intervals(self)
+        problems.raise_any()
 
 
 @dataclass
 class IterateConfig:
     """recipes/iterate.py: rounds of sample -> self-verify -> filter -> distill -> evaluate."""
 
-    model: str = DEFAULT_MODEL
-    task: TaskConfig = field(default_factory=TaskConfig)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)  # on train prompts, for distillation
-    eval_sampling: SamplingConfig = field(default_factory=SamplingConfig)  # on held-out test prompts
-    engine: EngineConfig = field(default_factory=EngineConfig)
-    verifiers: list[VerifierConfig] = field(
-        default_factory=lambda: [VerifierConfig("mc")]
-    )  # first one filters
-    filter: FilterConfig = field(default_factory=FilterConfig)
-    sft: SFTOptions = field(default_factory=SFTOptions)
-    saturation: SaturationConfig = field(default_factory=SaturationConfig)
-    rounds: int = 3  # training rounds after round 0 (which evaluates the starting model)
-    seed: int = 0
-    output_dir: str = "runs/quickstart"
-    report_to: str = "wandb"  # wandb (offline unless logged in) | none
-    wandb_project: str = "mindgap"
-    wandb_group: str | None = None  # W&B group of the run (recipes/compare.py: one per comparison)
-    run_name: str | None = None
-    bootstrap: int = 1000  # bootstrap resamples for confidence intervals (over prompts)
-    confidence: float = 0.95
-    ci_method: str = "percentile"  # percentile | bca (bias-corrected and accelerated)
-    log_samples: int = 16  # rows of the W&B table of sample generations per round
+    model: str = knob(
+        DEFAULT_MODEL, "the starting model: an embedded alias, a local HF model dir, a .gguf file or a hub id"
+    )
+    task: TaskConfig = knob(factory=TaskConfig, help="")
+    sampling: SamplingConfig = knob(factory=SamplingConfig, help="")  # train prompts: what is distilled
+    eval_sampling: SamplingConfig = knob(factory=SamplingConfig, help="")  # held-out prompts: evaluation
+    engine: EngineConfig = knob(factory=EngineConfig, help="")
+    verifiers: list[VerifierConfig] = knob(
+        factory=lambda: [VerifierConfig("mc")],
+        help="the model's self-verification; the first one filters, the others are scored beside it",
+    )
+    filter: FilterConfig = knob(factory=FilterConfig, help="")
+    sft: SFTOptions = knob(factory=SFTOptions, help="")
+    saturation: SaturationConfig = knob(factory=SaturationConfig, help="")
+    rounds: int = knob(3, "training rounds after round 0 (which evaluates the starting model)")
+    seed: int = knob(0, "seeds the data, every round's sampling and SFT, and every bootstrap")
+    output_dir: str = knob("runs/quickstart", "the study folder; the same command resumes from it")
+    report_to: str = knob("wandb", "wandb (offline unless logged in) | none")
+    wandb_project: str = knob("mindgap", "the W&B project")
+    wandb_group: str | None = knob(None, "the W&B group of the run (recipes/compare.py: one per comparison)")
+    run_name: str | None = knob(None, "the W&B run name; defaults to the study folder's name")
+    bootstrap: int = knob(1000, "bootstrap resamples (over prompts) for every interval; 0: none")
+    confidence: float = knob(0.95, "the confidence level of every interval (and of the stopping rules)")
+    ci_method: str = knob("percentile", "percentile | bca (bias-corrected and accelerated)")
+    log_samples: int = knob(16, "rows of the W&B table of sample generations per round")
 
     def validate(self, key: str = "") -> None:
-        GapConfig.validate(self)  # type: ignore[arg-type]
-        _one_of("report_to", self.report_to, ("wandb", "none"))
+        problems = Problems()
+        with problems.check():
+            GapConfig.validate(self)  # type: ignore[arg-type]
+        with problems.check():
+            one_of("report_to", self.report_to, ("wandb", "none"))
         if self.rounds < 0:
-            raise UserError(f"rounds: must be >= 0, got {self.rounds}")
+            problems.add(f"rounds: must be >= 0, got {self.rounds}")
+        problems.raise_any()
+
+
+@dataclass
+class CrossVerifyConfig:
+    """recipes/cross_verify.py: a generator × verifier matrix of generation-verification gaps."""
+
+    generators: list[str] = knob(factory=lambda: [DEFAULT_MODEL], help="the models that sample")
+    verifier_models: list[str] = knob(factory=lambda: [DEFAULT_MODEL], help="the models that verify")
+    verifier: VerifierConfig = knob(factory=lambda: VerifierConfig("mc"), help="")
+    task: TaskConfig = knob(factory=TaskConfig, help="")
+    sampling: SamplingConfig = knob(factory=SamplingConfig, help="")
+    engine: EngineConfig = knob(factory=EngineConfig, help="")
+    filter: FilterConfig = knob(factory=FilterConfig, help="")
+    seed: int = knob(0, "seeds the data, the sampling and every bootstrap")
+    output_dir: str = knob("runs/cross_verify", "where the matrix's files go; the same command resumes")
+    bootstrap: int = knob(1000, "bootstrap resamples (over prompts) for every interval; 0: none")
+    confidence: float = knob(0.95, "the confidence level of every interval")
+    ci_method: str = knob("percentile", "percentile | bca (bias-corrected and accelerated)")
+
+    @property
+    def verifiers(self) -> list[VerifierConfig]:
+        return [self.verifier]
+
+    def validate(self, key: str = "") -> None:
+        problems = Problems()
+        for name in ("generators", "verifier_models"):
+            models = getattr(self, name)
+            if not models:
+                problems.add(f"{name}: list at least one model, e.g. [{DEFAULT_MODEL}]")
+            dup = sorted({m for m in models if models.count(m) > 1})
+            if dup:
+                problems.add(f"{name}: {dup[0]} appears twice")
+        if self.verifier.model is not None:
+            problems.add("verifier.model: the verifier models come from `verifier_models`; leave it unset")
+        from trainer.verifiers import check_verifier
+
+        with problems.check():
+            check_verifier(self.verifier, "verifier")
+        with problems.check():
+            check_token_budget(self)
+        with problems.check():
+            check_intervals(self)
+        problems.raise_any()
+
+
+@dataclass
+class ConditionConfig:
+    """One condition of a comparison: a name (its folder) and the study keys it changes."""
+
+    name: str = knob("", "the condition's name, which is its folder under the comparison's output_dir")
+    overrides: dict = knob(factory=dict, help="study keys, as in a study config, that this condition changes")
+
+    def validate(self, key: str) -> None:
+        if not self.name or "/" in self.name or self.name.startswith("."):
+            raise UserError(f"{key}.name: give each condition a folder name (no '/'), got {self.name!r}")
+
+
+@dataclass
+class CompareConfig:
+    """recipes/compare.py: the same study under several conditions, compared with a control."""
+
+    base: str | None = knob(None, "a study config file (recipes/configs/*.yaml) the conditions start from")
+    study: dict = knob(factory=dict, help="study keys applied to every condition")
+    conditions: list[ConditionConfig] = knob(factory=list, help="the conditions, each a study of its own")
+    control: str = knob("random", "the condition every other one is compared with")
+    output_dir: str = knob("runs/compare", "the comparison's folder: a study folder per condition")
+
+    def validate(self, key: str = "") -> None:
+        names = [c.name for c in self.conditions]
+        if len(names) < 2:
+            raise UserError("conditions: list at least two conditions (e.g. self-verification and random)")
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise UserError(f"conditions: '{dup[0]}' appears twice; give each condition its own name")
+        if self.control not in names:
+            raise UserError(f"control: '{self.control}' is not one of the conditions ({', '.join(names)})")
+        if self.base is not None and not Path(self.base).is_file():
+            raise UserError(f"base: file {self.base} does not exist; name a study config file")
+
+    def studies(self) -> dict[str, IterateConfig]:
+        """Each condition's full study config, validated (a mistake names the condition's key)."""
+        import copy
+
+        import yaml
+
+        base: dict = to_dict(IterateConfig())
+        if self.base:
+            merge(base, yaml.safe_load(Path(self.base).read_text()) or {})
+        try:
+            merge(base, copy.deepcopy(self.study))
+            from_dict(IterateConfig, copy.deepcopy(base))
+        except UserError as e:
+            raise UserError("\n".join(f"study: {line}" for line in str(e).splitlines())) from None
+        out = {}
+        for i, cond in enumerate(self.conditions):
+            data = copy.deepcopy(base)
+            for shared in ("output_dir", "task", "seed", "eval_sampling"):
+                if shared in cond.overrides:
+                    raise UserError(
+                        f"conditions.{i}.overrides.{shared}: the conditions must share it (the held-out "
+                        "prompts and their sampling are what makes them comparable); set it under study"
+                    )
+            merge(data, copy.deepcopy(cond.overrides))
+            data["output_dir"] = str(Path(self.output_dir) / cond.name)
+            data["run_name"] = data.get("run_name") or f"{Path(self.output_dir).name}/{cond.name}"
+            data["wandb_group"] = data.get("wandb_group") or Path(self.output_dir).name
+            try:
+                out[cond.name] = from_dict(IterateConfig, data)
+            except UserError as e:
+                lines = str(e).splitlines()
+                raise UserError(
+                    "\n".join(f"conditions.{i} ({cond.name}): {line}" for line in lines)
+                ) from None
+        return out
+
+
+# ---------------------------------------------------------------- checks across sections
+
+
+def check_verifiers(cfg) -> None:
+    """The verifiers: at least one, distinct ids, options right, enough worked examples set aside."""
+    from trainer.verifiers import validate_verifiers
+
+    if not cfg.verifiers:
+        raise UserError("verifiers: list at least one verifier, e.g. [mc, oracle]")
+    ids = [v.id or v.name for v in cfg.verifiers]
+    dup = {i for i in ids if ids.count(i) > 1}
+    if dup:
+        raise UserError(f"verifiers: {sorted(dup)} appear twice; give each an `id`")
+    validate_verifiers(cfg.verifiers)
+    for i, v in enumerate(cfg.verifiers):
+        if v.n_shots > cfg.task.shots_size and not v.options.get("examples"):
+            raise UserError(
+                f"verifiers.{i}.n_shots: {v.n_shots} worked examples need as many problems set aside, "
+                f"but task.shots_size is {cfg.task.shots_size}; raise task.shots_size"
+            )
+
+
+def check_intervals(cfg) -> None:
+    if not 0 < cfg.confidence < 1:
+        raise UserError(f"confidence: must be in (0, 1), got {cfg.confidence}")
+    one_of("ci_method", cfg.ci_method, CI_METHODS)
+    if cfg.bootstrap < 0:
+        raise UserError(f"bootstrap: must be >= 0 (0: no intervals), got {cfg.bootstrap}")
 
 
 def check_token_budget(cfg) -> None:
@@ -221,12 +276,10 @@ def check_token_budget(cfg) -> None:
         for name in ("sampling", "eval_sampling")
         if hasattr(cfg, name)
     ]
-    verifiers = list(getattr(cfg, "verifiers", []) or [])
-    if getattr(cfg, "verifier", None) is not None:
-        verifiers.append(cfg.verifier)
-    for i, v in enumerate(verifiers):
+    single = hasattr(cfg, "verifier")  # cross_verify: one `verifier`
+    for i, v in enumerate(cfg.verifiers):
         if isinstance(v.options.get("max_tokens"), int):
-            key = f"verifiers.{i}" if hasattr(cfg, "verifiers") and i < len(cfg.verifiers) else "verifier"
+            key = "verifier" if single else f"verifiers.{i}"
             budgets.append((f"{key}.options.max_tokens", v.options["max_tokens"]))
     for key, budget in budgets:
         if budget >= limit:
@@ -234,200 +287,3 @@ def check_token_budget(cfg) -> None:
                 f"{key}: {budget} tokens do not fit engine.max_model_len ({limit}), which also holds the "
                 f"prompt; lower {key} or raise engine.max_model_len"
             )
-
-
-# ---------------------------------------------------------------- loading
-
-
-def load_config(cls: type[C], argv: list[str] | None = None, default_config: str | None = None) -> C:
-    """Build `cls` from `--config FILE` (or `default_config`) and `--key value` overrides in `argv`."""
-    import sys
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    config_path, overrides = _split_argv(argv)
-    config_path = config_path or default_config
-    data: dict = to_dict(cls())  # defaults first, so list entries can be overridden by index
-    if config_path:
-        path = Path(config_path)
-        if not path.is_file():
-            raise UserError(f"--config: file {config_path} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise UserError(f"--config: {config_path} is not valid YAML: {str(e).splitlines()[0]}") from None
-        if not isinstance(loaded, dict):
-            raise UserError(
-                f"--config: {config_path} must hold a mapping of keys, not {type(loaded).__name__}"
-            )
-        merge(data, loaded)
-    for key, value in overrides:
-        _set_dotted(data, key, value)
-    return from_dict(cls, data, source=config_path)
-
-
-def from_dict(cls: type[C], data: dict, key: str = "", source: str | None = None) -> C:
-    """Build dataclass `cls` from a nested dict, checking keys and types, then call validate()."""
-    obj = _build(cls, data, key, source)
-    _validate_tree(obj, key)
-    return obj
-
-
-def to_dict(obj: Any) -> Any:
-    """The plain-data form of a config (for study.json and W&B)."""
-    if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, list):
-        return [to_dict(v) for v in obj]
-    if isinstance(obj, dict):
-        return {k: to_dict(v) for k, v in obj.items()}
-    return obj
-
-
-def merge(base: dict, update: dict) -> None:
-    """Merge `update` into `base`: mappings recursively, anything else replaced."""
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            merge(base[key], value)
-        else:
-            base[key] = value
-
-
-def _split_argv(argv: list[str]) -> tuple[str | None, list[tuple[str, Any]]]:
-    config_path, overrides, i = None, [], 0
-    while i < len(argv):
-        arg = argv[i]
-        if not arg.startswith("--"):
-            raise UserError(f"unexpected argument {arg!r}; overrides look like --key value")
-        name, eq, value = arg[2:].partition("=")
-        if not eq:
-            if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
-                raise UserError(f"--{name}: missing value")
-            value = argv[i + 1]
-            i += 1
-        i += 1
-        if name == "config":
-            config_path = value
-        else:
-            try:
-                parsed = yaml.safe_load(value) if value != "" else ""
-            except yaml.YAMLError:
-                parsed = value
-            overrides.append((name.replace("-", "_"), parsed))
-    return config_path, overrides
-
-
-def _set_dotted(data: dict, key: str, value: Any) -> None:
-    parts = key.split(".")
-    node = data
-    for i, part in enumerate(parts[:-1]):
-        child = node.get(part)
-        if isinstance(child, str):  # `task: countdown` then `--task.train_size 8`
-            child = {"name": child}
-        elif isinstance(child, list) and parts[i + 1].isdigit():  # --verifiers.0.name
-            idx = int(parts[i + 1])
-            if idx >= len(child):
-                raise UserError(f"--{key}: index {idx} is past the {len(child)} entries of {part}")
-            item = child[idx]
-            child[idx] = item = {"name": item} if isinstance(item, str) else item
-            if len(parts) == i + 3:
-                item[parts[-1]] = value
-                return
-            raise UserError(f"--{key}: nesting this deep inside a list is not supported")
-        elif not isinstance(child, dict):
-            child = {}
-        node[part] = child
-        node = child
-    node[parts[-1]] = value
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _build(cls: type[C], data: Any, key: str, source: str | None) -> C:
-    where = f" (in {source})" if source else ""
-    if isinstance(data, str) and "name" in {f.name for f in dataclasses.fields(cls)}:
-        data = {"name": data}  # shorthand: `task: countdown`, `verifiers: [mc, oracle]`
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise UserError(f"{key or 'config'}: expected a mapping{where}, got {data!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        name = f"{key}.{unknown[0]}" if key else unknown[0]
-        raise UserError(
-            f"unknown config key '{name}'{where}; valid keys{' under ' + key if key else ''}: "
-            f"{', '.join(sorted(fields))}"
-        )
-    hints = _hints(cls)
-    kwargs = {}
-    for name, value in data.items():
-        sub = f"{key}.{name}" if key else name
-        kwargs[name] = _coerce(hints[name], value, sub, source)
-    return cls(**kwargs)
-
-
-def _coerce(tp: Any, value: Any, key: str, source: str | None) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        return _coerce(args[0], value, key, source)
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key, source)
-    if origin is list:
-        (item_tp,) = typing.get_args(tp)
-        if not isinstance(value, list):
-            value = [value]
-        return [_coerce(item_tp, v, f"{key}.{i}", source) for i, v in enumerate(value)]
-    if tp is dict or origin is dict:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise UserError(f"{key}: expected a mapping, got {value!r}")
-        return value
-    if tp is Any:
-        return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise UserError(f"{key}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise UserError(f"{key}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise UserError(f"{key}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise UserError(f"{key}: expected a string, got {value!r}")
-    return value
-
-
-def _validate_tree(obj: Any, key: str) -> None:
-    if dataclasses.is_dataclass(obj):
-        for f in dataclasses.fields(obj):
-            sub = f"{key}.{f.name}" if key else f.name
-            _validate_tree(getattr(obj, f.name), sub)
-        if hasattr(obj, "validate"):
-            obj.validate(key)
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            _validate_tree(v, f"{key}.{i}")
-
-
-def _one_of(key: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise UserError(f"{key}: unknown value '{value}'; choose one of {', '.join(allowed)}")
-
-
-def _positive(key: str, value: int) -> None:
-    if value <= 0:
-        raise UserError(f"{key}: must be > 0, got {value}")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import math
 import os
 import shutil
 import tempfile
@@ -25,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trainer.errors import UserError
+from core.config import Problems, knob
+from core.errors import UserError
 from trainer.memory import return_freed_heap
 
 if TYPE_CHECKING:
@@ -36,61 +36,100 @@ _TRUE = ("true", "yes", "on", "1", "bf16")
 _FALSE = ("false", "no", "off", "0", "fp32")
 
 
+# SFTConfig fields mindgap sets itself (from the keys above, or because the loop needs them so);
+# `sft.trl` may pass any other field of TRL's SFTConfig through.
+_SET_BY_MINDGAP = {
+    "output_dir", "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate",
+    "num_train_epochs", "warmup_steps", "weight_decay", "max_length", "packing", "completion_only_loss",
+    "gradient_checkpointing", "bf16", "fp16", "use_cpu", "ddp_backend", "seed", "data_seed",
+    "logging_strategy", "logging_steps", "save_strategy", "eval_strategy", "report_to",
+    "dataloader_num_workers", "dataloader_pin_memory", "deepspeed",
+}  # fmt: skip
+
+
 @dataclass
 class SFTOptions:
     """How the kept samples are distilled into the next checkpoint (TRL SFT)."""
 
-    method: str = "lora"  # full | lora (LoRA is merged into the weights before saving)
-    learning_rate: float = 1e-4
-    epochs: float = 1.0
-    batch_size: int = 8  # per device
-    grad_accum: int = 1
-    max_length: int = 512  # tokens of prompt + completion; longer rows are truncated at the end
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-    lora_target: str = "all-linear"  # PEFT target_modules: all-linear, or a comma-separated list of names
-    gradient_checkpointing: bool = False
-    warmup_ratio: float = 0.0  # fraction of the steps with a linear warm-up
-    weight_decay: float = 0.0
-    packing: bool = False  # pack rows into max_length sequences (TRL's BFD packing, padding-free)
-    train_on_truncated: bool = False  # also distill samples cut off at sampling.max_tokens (no EOS added)
-    bf16: Any = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | true | false
-    deepspeed: str | None = None  # a DeepSpeed JSON (launch/ds_zero*.json); else accelerate's config decides
+    method: str = knob("lora", "full | lora (LoRA is merged into the weights before saving)")
+    learning_rate: float = knob(1e-4, "peak learning rate")
+    epochs: float = knob(1.0, "passes over the kept samples")
+    batch_size: int = knob(8, "samples per device and step")
+    grad_accum: int = knob(1, "gradient accumulation steps")
+    max_length: int = knob(512, "tokens of prompt + completion; longer rows are truncated at the end")
+    lora_r: int = knob(16, "LoRA rank")
+    lora_alpha: int = knob(32, "LoRA alpha (the update is scaled by alpha / r)")
+    lora_dropout: float = knob(0.0, "LoRA dropout")
+    lora_target: str = knob(
+        "all-linear", "PEFT target_modules: all-linear, or a comma-separated list of names"
+    )
+    gradient_checkpointing: bool = knob(False, "recompute activations in backward (less memory, more time)")
+    warmup_ratio: float = knob(0.0, "fraction of the steps with a linear warm-up")
+    weight_decay: float = knob(0.0, "AdamW weight decay")
+    packing: bool = knob(False, "pack rows into max_length sequences (TRL's BFD packing, padding-free)")
+    train_on_truncated: bool = knob(
+        False, "also distill samples cut off at sampling.max_tokens (no EOS added)"
+    )
+    bf16: Any = knob("auto", "auto (bf16 on CUDA, fp32 on CPU) | true | false")
+    deepspeed: str | None = knob(
+        None, "a DeepSpeed JSON (launch/ds_zero*.json); else accelerate's config decides"
+    )
+    trl: dict = knob(
+        factory=dict,
+        help="any other field of TRL's SFTConfig, passed through (e.g. {lr_scheduler_type: cosine, max_grad_norm: 1.0})",
+    )
 
     def validate(self, key: str) -> None:
+        problems = Problems()
         if self.method not in METHODS:
-            raise UserError(
-                f"{key}.method: unknown value '{self.method}'; choose one of {', '.join(METHODS)}"
-            )
+            problems.add(f"{key}.method: unknown value '{self.method}'; choose one of {', '.join(METHODS)}")
         for name in ("learning_rate", "epochs", "batch_size", "grad_accum", "max_length"):
             if getattr(self, name) <= 0:
-                raise UserError(f"{key}.{name}: must be > 0, got {getattr(self, name)}")
+                problems.add(f"{key}.{name}: must be > 0, got {getattr(self, name)}")
         if self.method == "lora":
             for name in ("lora_r", "lora_alpha"):
                 if getattr(self, name) <= 0:
-                    raise UserError(f"{key}.{name}: must be > 0, got {getattr(self, name)}")
+                    problems.add(f"{key}.{name}: must be > 0, got {getattr(self, name)}")
             if not self.lora_target.strip():
-                raise UserError(
-                    f"{key}.lora_target: empty; use all-linear or module names like q_proj,v_proj"
-                )
+                problems.add(f"{key}.lora_target: empty; use all-linear or module names like q_proj,v_proj")
         if not 0 <= self.lora_dropout < 1:
-            raise UserError(f"{key}.lora_dropout: must be in [0, 1), got {self.lora_dropout}")
+            problems.add(f"{key}.lora_dropout: must be in [0, 1), got {self.lora_dropout}")
         if not 0 <= self.warmup_ratio < 1:
-            raise UserError(f"{key}.warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
+            problems.add(f"{key}.warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
         if self.weight_decay < 0:
-            raise UserError(f"{key}.weight_decay: must be >= 0, got {self.weight_decay}")
+            problems.add(f"{key}.weight_decay: must be >= 0, got {self.weight_decay}")
         if _parse_bf16(self.bf16) == "invalid":
-            raise UserError(f"{key}.bf16: unknown value {self.bf16!r}; choose auto, true or false")
+            problems.add(f"{key}.bf16: unknown value {self.bf16!r}; choose auto, true or false")
         if self.deepspeed is not None and not Path(self.deepspeed).is_file():
-            raise UserError(
+            problems.add(
                 f"{key}.deepspeed: file {self.deepspeed} does not exist; pass a DeepSpeed JSON such "
                 f"as launch/ds_zero2.json, or leave it unset"
             )
+        with problems.check():
+            check_trl_fields(self.trl, f"{key}.trl")
+        problems.raise_any()
 
     def use_bf16(self, cuda: bool) -> bool:
         value = _parse_bf16(self.bf16)
         return cuda if value == "auto" else bool(value)
+
+
+def check_trl_fields(extra: dict, key: str) -> None:
+    """`extra` names only fields of TRL's SFTConfig that mindgap does not set itself."""
+    import dataclasses
+
+    from trl import SFTConfig
+
+    fields = {f.name for f in dataclasses.fields(SFTConfig)}
+    for name in extra:
+        if name in _SET_BY_MINDGAP:
+            raise UserError(f"{key}.{name}: set by mindgap (use the sft key of the same meaning instead)")
+        if name not in fields:
+            import difflib
+
+            close = difflib.get_close_matches(name, sorted(fields - _SET_BY_MINDGAP), n=3)
+            hint = f"; did you mean {' or '.join(close)}?" if close else ""
+            raise UserError(f"{key}.{name}: TRL's SFTConfig has no field '{name}'{hint}")
 
 
 def _parse_bf16(value: Any) -> bool | str:
@@ -113,6 +152,7 @@ def distill(
     opts: SFTOptions,
     seed: int,
     report_to: str = "none",
+    callbacks: list | None = None,
 ) -> dict:
     """Fine-tune `base_model_dir` on `rows` (columns prompt, completion); write the result to `output_dir`.
 
@@ -130,7 +170,9 @@ def distill(
     scratch = Path(tempfile.mkdtemp(prefix="mindgap-sft-"))  # the Trainer's output_dir; nothing lands there
     try:
         with _environ(**_launch_env(opts)):
-            return _train_and_save(rows, base_model_dir, output_dir, opts, seed, scratch, report_to)
+            return _train_and_save(
+                rows, base_model_dir, output_dir, opts, seed, scratch, report_to, callbacks
+            )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         gc.collect()
@@ -140,9 +182,18 @@ def distill(
 
 
 def _train_and_save(
-    rows, base_model_dir, output_dir: Path, opts: SFTOptions, seed: int, scratch: Path, report_to: str
+    rows,
+    base_model_dir,
+    output_dir: Path,
+    opts: SFTOptions,
+    seed: int,
+    scratch: Path,
+    report_to: str,
+    callbacks,
 ) -> dict:
-    trainer = build_trainer(rows, base_model_dir, opts, seed, scratch, report_to=report_to)
+    trainer = build_trainer(
+        rows, base_model_dir, opts, seed, scratch, report_to=report_to, callbacks=callbacks
+    )
     trainable = sum(_numel(p) for p in trainer.model.parameters() if p.requires_grad)
     samples = len(trainer.train_dataset)
     prepared_tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
@@ -179,6 +230,7 @@ def build_trainer(
     seed: int,
     work_dir: Path,
     report_to: str = "none",
+    callbacks: list | None = None,
 ):
     """The SFTTrainer that `distill` runs, ready to train (for `distill`, and for inspecting its batches).
 
@@ -218,7 +270,7 @@ def build_trainer(
         # process while DeepSpeed counts them all, and DeepSpeed's batch-size check fails.
         use_cpu = not cuda and not deepspeed_on
         ddp_backend = "gloo" if (deepspeed_on and not cuda) else None
-        args = SFTConfig(
+        settings = dict(
             output_dir=str(work_dir),
             per_device_train_batch_size=opts.batch_size,
             gradient_accumulation_steps=opts.grad_accum,
@@ -247,6 +299,7 @@ def build_trainer(
             dataloader_pin_memory=cuda,
             disable_tqdm=False,
         )
+        args = SFTConfig(**{**settings, **opts.trl})  # sft.trl: TRL's other fields (and these defaults)
         # After the config: under ZeRO-3 its DeepSpeed settings make from_pretrained load the weights
         # partitioned across ranks. Frozen LoRA base weights can stay bf16; weights that train keep
         # fp32 masters (with bf16 autocast).
@@ -258,6 +311,7 @@ def build_trainer(
             train_dataset=data,
             processing_class=tokenizer,
             peft_config=_lora_config(opts) if lora else None,
+            callbacks=callbacks,
         )
     unfinished = {i for i, reason in enumerate(_finish_reasons(rows)) if reason == "length"}
     if unfinished:
@@ -366,7 +420,7 @@ def _save(trainer, output_dir: Path, tokenizer, lora: bool) -> None:
     """Write the trained model as a bf16 HF checkpoint: main process only, atomically; all ranks wait."""
     import torch
 
-    from trainer.io import atomic_dir
+    from core.io import atomic_dir
 
     accelerator = trainer.accelerator
     model = accelerator.unwrap_model(trainer.model)
@@ -385,8 +439,9 @@ def _save(trainer, output_dir: Path, tokenizer, lora: bool) -> None:
                 final.config.use_cache = True
                 final.save_pretrained(tmp)
             else:
-                sd = merge_lora_state_dict(state, _lora_scaling(model)) if lora else dict(state)
-                final = _from_state_dict(base.config, sd)
+                final = model_from_gathered_state(
+                    base.config, state, model.peft_config["default"] if lora else None
+                )
                 final.config.use_cache = True
                 final.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
@@ -397,8 +452,10 @@ def _save(trainer, output_dir: Path, tokenizer, lora: bool) -> None:
     accelerator.wait_for_everyone()
 
 
-def _from_state_dict(config, state: dict):
-    """A bf16 model on CPU holding `state` (a full state dict gathered from ZeRO-3 shards)."""
+def model_from_gathered_state(config, state: dict, lora_config=None):
+    """A bf16 model on CPU holding `state`, a full state dict gathered from ZeRO-3 shards; with
+    `lora_config`, the state is a PeftModel's and its adapters are merged into the weights by PEFT
+    itself (`merge_and_unload`, right for every PEFT variant)."""
     import torch
     from transformers import AutoModelForCausalLM
     from transformers.integrations import deepspeed as hf_deepspeed
@@ -409,50 +466,23 @@ def _from_state_dict(config, state: dict):
     hf_deepspeed._hf_deepspeed_config_weak_ref = None
     try:
         with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+            model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+            if lora_config is not None:
+                from peft import get_peft_model
+
+                model = get_peft_model(model, lora_config)
     finally:
         hf_deepspeed._hf_deepspeed_config_weak_ref = saved
-    state = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in state.items()}
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     model.load_state_dict(state, strict=False, assign=True)
-    model.tie_weights()
+    # assign=True gives tied weights (embeddings and LM head) a tensor each: tie them again first
+    (model.get_base_model() if lora_config is not None else model).tie_weights()
+    if lora_config is not None:
+        model = model.merge_and_unload()
     missing = [n for n, p in model.named_parameters() if p.is_meta]
     if missing:
         raise RuntimeError(f"distill: the gathered ZeRO-3 state dict lacks {missing[:5]}")
-    return model
-
-
-def _lora_scaling(model) -> float:
-    cfg = model.peft_config["default"]
-    if getattr(cfg, "use_rslora", False):
-        return cfg.lora_alpha / math.sqrt(cfg.r)
-    return cfg.lora_alpha / cfg.r
-
-
-def merge_lora_state_dict(state: dict, scaling: float, adapter: str = "default") -> dict:
-    """Fold LoRA weights into their base weights in a PeftModel's full state dict (W + s·B·A).
-
-    Used where the weights exist only as a gathered state dict (ZeRO-3); keys come out as the base
-    model's own (no `base_model.model.` prefix, no `.base_layer`).
-    """
-    import torch
-
-    prefix = "base_model.model."
-    out: dict = {}
-    for key, value in state.items():
-        if ".lora_" in key:
-            continue
-        out[key.removeprefix(prefix).replace(".base_layer.", ".")] = value
-    suffix_a = f".lora_A.{adapter}.weight"
-    for key, a in state.items():
-        if not key.endswith(suffix_a):
-            continue
-        module = key[: -len(suffix_a)]
-        b = state[f"{module}.lora_B.{adapter}.weight"]
-        target = module.removeprefix(prefix) + ".weight"
-        w = out[target]
-        delta = b.to(torch.float32) @ a.to(torch.float32)
-        out[target] = (w.to(torch.float32) + scaling * delta).to(w.dtype)
-    return out
+    return model.to(torch.bfloat16)
 
 
 def _launch_env(opts: SFTOptions) -> dict[str, str]:

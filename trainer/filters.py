@@ -22,11 +22,31 @@ random     the control: per prompt, as many samples as the `reference` filter (q
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from trainer.config import FilterConfig
+from core.config import knob, one_of
+from core.errors import UserError
+
+
+@dataclass
+class FilterConfig:
+    """Which generations a verifier's scores keep."""
+
+    name: str = knob(
+        "quantile", "quantile (per prompt) | threshold (global) | tournament | random (the control)"
+    )
+    q: float = knob(0.5, "quantile: keep the top max(1, floor((1 - q) * n)) of each prompt's n samples")
+    tau: float = knob(0.5, "threshold: keep scores >= tau")
+    reference: str = knob("quantile", "random: keep as many per prompt as this filter would (with q / tau)")
+
+    def validate(self, key: str) -> None:
+        one_of(f"{key}.name", self.name, FILTERS)
+        one_of(f"{key}.reference", self.reference, tuple(REFERENCES))
+        if not 0 <= self.q <= 1:
+            raise UserError(f"{key}.q: must be in [0, 1], got {self.q}")
 
 
 def top_k_without_splitting_ties(scores: np.ndarray, k: int) -> np.ndarray:

@@ -1,9 +1,13 @@
 """The self-improvement loop: sample -> self-verify -> filter -> distill -> evaluate, round after round.
 
 Round 0 evaluates the starting model. Round t >= 1 samples the train prompts from the model of round
-t-1, verifies and filters the samples, distills the kept ones into a new checkpoint, swaps it into the
-running engine and evaluates it on the held-out prompts. Every stage writes its file atomically into
-the round's folder, and a stage whose file exists is skipped, so re-running the command resumes.
+t-1, lets it verify its own samples, filters them, distills the kept ones into a new checkpoint,
+swaps that into the running engine, evaluates it on the held-out prompts, logs the round and judges
+the stopping rules: `Study.run_round` reads in that order. Every stage writes its file atomically
+into the round's folder and a stage whose file exists is skipped, so re-running the command resumes.
+
+Under `accelerate launch` every rank runs the same code: sampling and verification are split across
+ranks and gathered, SFT runs on all ranks (DDP or DeepSpeed), and only the main process writes.
 """
 
 from __future__ import annotations
@@ -14,24 +18,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from rich.console import Console
+from accelerate import PartialState
+from accelerate.utils import gather_object
 
+from core.config import to_dict
+from core.io import read_json, write_json, write_parquet, write_text
 from eval.gap import confidence_label, fmt_ci, summarize
 from eval.metrics import verifier_metrics
 from eval.report import write_report
 from eval.saturation import judge as saturation_judge
-from trainer import dist
-from trainer.config import IterateConfig, to_dict
-from trainer.io import read_json, write_json, write_parquet, write_text
+from trainer.config import CompareConfig, IterateConfig
+from trainer.console import StudyConsole
 from trainer.memory import gpu_mb, rss_mb
 from trainer.models import resolve_model
 from trainer.run import check_resume, prepare_prompts, seed_everything
+from trainer.samplers.base import Sampler
 from trainer.stages import VerifierPool, generate_rows, select_rows, verify_rows
 from trainer.study import study_metadata
 from trainer.tracking import Tracker
 from trainer.verifiers.ensemble import add_shared_member_costs
-
-console = Console(stderr=True)
 
 # Keys that may change between a run and its resume without invalidating finished stages.
 # output_dir names the folder itself (the same study folder, reached from another working directory).
@@ -46,36 +51,170 @@ RESUMABLE_CHANGES = (
     "output_dir",
 )
 
+# Seeds. Round t's stages draw from `seed + ROUND_STRIDE * t + stage`, so no two stages of a study
+# share a stream; each rank adds `RANK_STRIDE * rank` (a prime, so rank and round offsets never
+# coincide) to sample other draws than its neighbours.
+ROUND_STRIDE = 1000
+TRAIN_STAGE = 1  # sampling the train prompts, and the random control's choice among them
+EVAL_STAGE = 2  # sampling the held-out prompts, and the random control's choice among them
+RANK_STRIDE = 7919
+
+
+def stage_seed(seed: int, t: int, stage: int) -> int:
+    return seed + ROUND_STRIDE * t + stage
+
 
 @dataclass
 class Study:
+    """One study: its config and every piece of state the rounds share."""
+
     cfg: IterateConfig
-    out: Path = field(init=False)
-    sampler: object = None
-    loaded: Path | None = None  # the checkpoint whose weights the sampler holds
-    history: list[dict] = field(default_factory=list)
+    console: StudyConsole | None = None  # the terminal's live display (a silent one by default)
+    out: Path = field(init=False)  # the study folder
+    base_dir: Path = field(init=False)  # the starting model (round 0's checkpoint)
+    state: PartialState = field(init=False)  # this process's rank among the launch's processes
+    task: object = field(init=False)  # eval.tasks.Task
+    train_problems: list = field(init=False)  # sampled, verified and distilled every round
+    train_prompts: list = field(init=False)
+    test_problems: list = field(init=False)  # held out: every round's evaluation
+    test_prompts: list = field(init=False)
+    shots: list = field(init=False)  # worked examples for verifier prompts, never sampled or verified
+    sampler: Sampler | None = None  # the one engine, started on first use
+    loaded: Path | None = None  # the checkpoint whose weights the engine holds
+    pool: VerifierPool | None = None  # the verifiers' engines (the generator's, and cross-verifiers')
+    tracker: Tracker | None = None  # W&B (main process only)
+    history: list[dict] = field(default_factory=list)  # every round's metrics so far
     written: int = 0  # rounds already in metrics.jsonl and report.md
+    swap_seconds: float | None = None  # the last weight swap of this round
 
     def __post_init__(self):
         self.out = Path(self.cfg.output_dir)
+        self.console = self.console or StudyConsole(self.out, "", self.cfg.rounds)
         self.base_dir = resolve_model(self.cfg.model)
+        self.state = PartialState()
         self.task, self.train_problems, self.train_prompts, self.shots = prepare_prompts(
             self.cfg.task, self.base_dir, "train", self.cfg.seed
         )
         _, self.test_problems, self.test_prompts, _ = prepare_prompts(
             self.cfg.task, self.base_dir, "test", self.cfg.seed
         )
-        self.pool: VerifierPool | None = None
-        self.tracker: Tracker | None = None
+
+    # ------------------------------------------------------------------ a round
+
+    def run_round(self, t: int, prev: Path) -> tuple[dict, Path, str | None]:
+        """Run (or resume) round t from checkpoint `prev`; return its metrics, checkpoint and stop reason."""
+        rd = self.out / f"round_{t:03d}"
+        if (rd / "metrics.json").exists():
+            return self.resume_round(t, rd)
+        seconds, train, checkpoint = {}, {}, prev
+        self.swap_seconds = None
+        if t > 0:
+            seed = stage_seed(self.cfg.seed, t, TRAIN_STAGE)
+            with self.timed(seconds, "sample", t):
+                rows = self.sample(
+                    rd / "generations.parquet",
+                    prev,
+                    self.train_problems,
+                    self.train_prompts,
+                    self.cfg.sampling,
+                    seed,
+                )
+            with self.timed(seconds, "verify", t):
+                rows, costs = self.verify(rd / "verification.parquet", rows, prev)
+            rows = self.select(rd / "selection.parquet", rows, seed)
+            distilled, train = self.training_set(rows, costs, t)
+            if len(distilled):
+                with self.timed(seconds, "distill", t):
+                    checkpoint, sft = self.distill(rd, distilled, prev, t)
+                train.update(
+                    sft_loss=sft.get("train_loss"),
+                    sft_steps=sft.get("steps"),
+                    sft_tokens_per_second=sft.get("tokens_per_second"),
+                )
+        with self.timed(seconds, "evaluate", t):
+            eval_rows, metrics = self.evaluate(rd, checkpoint, t)
+        metrics.update(
+            round=t,
+            checkpoint=self.checkpoint_ref(checkpoint),
+            train=train,
+            seconds={k: round(v, 2) for k, v in seconds.items()},
+            swap_seconds=self.swap_seconds,
+            rss_mb=rss_mb(),
+            gpu_mb=gpu_mb(),
+        )
+        self.history.append(metrics)
+        stop = self.judge(metrics)
+        if self.state.is_main_process:
+            write_json(rd / "metrics.json", metrics)
+        self.state.wait_for_everyone()
+        self.log_round(t, metrics, eval_rows)
+        return metrics, checkpoint, stop
+
+    def resume_round(self, t: int, rd: Path) -> tuple[dict, Path, str | None]:
+        """A finished round from its metrics.json, judged again (the stopping rules may have changed)."""
+        m = read_json(rd / "metrics.json")
+        self.history.append(m)
+        before = (m.get("stop"), m.get("saturation"))
+        stop = self.judge(m)
+        if (stop, m.get("saturation")) != before and self.state.is_main_process:
+            write_json(rd / "metrics.json", m)
+        if self.tracker is not None:
+            self.tracker.remember(t, m)
+        self.console.round_line(f"round {t}: finished before ({self.summary(m)})")
+        return m, self.checkpoint_path(m["checkpoint"]), stop
+
+    def training_set(self, rows: pd.DataFrame, costs: dict, t: int) -> tuple[pd.DataFrame, dict]:
+        """The kept samples to distill, and what the round records about its train samples."""
+        kept = rows[rows["kept"]]
+        truncated = rows["finish_reason"] == "length"
+        # A truncated sample never finished its answer: by default it is not distilled (the model
+        # would learn to stop mid-thought where the token budget ran out).
+        distilled = kept if self.cfg.sft.train_on_truncated else kept[~truncated[rows["kept"]]]
+        on_train = verifier_metrics(
+            rows, self.cfg.verifiers[0].column, rows["kept"].to_numpy(dtype=float), **self.boot
+        )
+        train = {
+            "sampled": len(rows),
+            "kept": len(kept),
+            "distilled": len(distilled),
+            "truncated_sampled": int(truncated.sum()),
+            "truncated_kept": int(truncated[rows["kept"]].sum()),
+            "train_accuracy": on_train["generation_utility"],
+            "kept_precision": on_train["kept_precision"],
+            "train_gap": on_train["gap"],
+            "verification_tokens": sum(c["tokens"] for c in costs.values()),
+        }
+        if len(distilled) == 0:
+            why = "kept none" if len(kept) == 0 else f"kept only truncated samples ({len(kept)})"
+            train["stop"] = (
+                f"round {t}: the filter {why} of the {len(rows)} samples, so there is nothing to distill; "
+                "loosen `filter`, change the verifier"
+                + ("" if len(kept) == 0 else ", raise sampling.max_tokens or set sft.train_on_truncated")
+            )
+        return distilled, train
+
+    def judge(self, metrics: dict) -> str | None:
+        """Judge the stopping rules after the round `metrics` (the last of the history so far), recording
+        every rule's verdict in it; the reason to stop: an empty kept set, or the first rule that fired."""
+        if metrics["round"] == 0:
+            metrics["saturation"], metrics["stop"] = {}, None
+            return None
+        verdicts = saturation_judge(self.history, self.cfg.saturation, self.cfg.bootstrap, self.cfg.seed)
+        metrics["saturation"] = verdicts
+        fired = next((v["reason"] for v in verdicts.values() if v["fired"]), None)
+        metrics["stop"] = metrics["train"].get("stop") or fired
+        return metrics["stop"]
 
     # ------------------------------------------------------------------ the engine
 
-    def sampler_for(self, checkpoint: Path):
+    def sampler_for(self, checkpoint: Path) -> Sampler:
         """The study's one engine, holding `checkpoint`'s weights (swapped in place when they differ)."""
         from trainer.samplers import build_sampler
 
         if self.sampler is None:
-            self.sampler = build_sampler(checkpoint, self.cfg.engine, self.cfg.seed)
+            with self.console.stage("starting the engine"):
+                self.sampler = build_sampler(checkpoint, self.cfg.engine, self.cfg.seed)
+            self.sampler.progress = self.console.progress
             self.loaded = checkpoint
             self.pool = VerifierPool(
                 self.sampler, self.base_dir, self.cfg.engine, self.task, self.shots, self.cfg.seed
@@ -103,26 +242,25 @@ class Study:
         if path.exists():
             return pd.read_parquet(path)
         sampler = self.sampler_for(checkpoint)
-        idx = dist.shard(list(range(len(problems))))
-        rows = generate_rows(
-            sampler,
-            self.task,
-            [problems[i] for i in idx],
-            [prompts[i] for i in idx],
-            sampling,
-            seed + 7919 * dist.rank(),
-        )
-        records = dist.gather(rows.to_dict("records"))
-        rows = pd.DataFrame.from_records(records)
+        with self.state.split_between_processes(list(range(len(problems)))) as idx:
+            rows = generate_rows(
+                sampler,
+                self.task,
+                [problems[i] for i in idx],
+                [prompts[i] for i in idx],
+                sampling,
+                seed + RANK_STRIDE * self.state.process_index,
+            )
+        rows = pd.DataFrame.from_records(gather_object(rows.to_dict("records")))
         order = {str(p.id): i for i, p in enumerate(problems)}
         rows = rows.sort_values(
             ["prompt_id", "sample_idx"],
             key=lambda s: s.map(order) if s.name == "prompt_id" else s,
             kind="stable",
         ).reset_index(drop=True)
-        if dist.is_main():
+        if self.state.is_main_process:
             write_parquet(path, rows)
-        dist.barrier()
+        self.state.wait_for_everyone()
         return rows
 
     def verify(self, path: Path, rows: pd.DataFrame, checkpoint: Path) -> tuple[pd.DataFrame, dict]:
@@ -133,34 +271,59 @@ class Study:
         self.sampler_for(checkpoint)
         self.pool.generator = self.sampler
         # Whole prompts per rank: a tournament compares a prompt's generations with each other.
-        mine = set(dist.shard(list(dict.fromkeys(rows["prompt_id"]))))
+        with self.state.split_between_processes(list(dict.fromkeys(rows["prompt_id"]))) as prompts:
+            mine = set(prompts)
         idx = [i for i, p in enumerate(rows["prompt_id"]) if p in mine]
         part, costs = verify_rows(rows.iloc[idx].reset_index(drop=True), self.cfg.verifiers, self.pool)
         cols = [v.column for v in self.cfg.verifiers]
-        scored = dist.gather([(i, rec) for i, rec in zip(idx, part[cols].to_dict("records"))])
-        by_row = dict(scored)
+        by_row = dict(gather_object([(i, rec) for i, rec in zip(idx, part[cols].to_dict("records"))]))
         rows = rows.copy()
         for col in cols:
             rows[col] = [by_row[i][col] for i in range(len(rows))]
-        costs = add_shared_member_costs(_merge_costs(dist.gather([costs])))
-        if dist.is_main():
+        costs = add_shared_member_costs(_merge_costs(gather_object([costs])))
+        if self.state.is_main_process:
             write_json(cost_path, costs)
             write_parquet(path, rows)
-        dist.barrier()
+        self.state.wait_for_everyone()
         return rows, costs
 
     def select(self, path: Path, rows: pd.DataFrame, seed: int) -> pd.DataFrame:
         if path.exists():
             return pd.read_parquet(path)
         rows = select_rows(rows, self.cfg.verifiers, self.cfg.filter, seed)
-        if dist.is_main():
+        if self.state.is_main_process:
             write_parquet(path, rows)
-        dist.barrier()
+        self.state.wait_for_everyone()
         return rows
 
-    def evaluate(self, rd: Path, checkpoint: Path, round_idx: int) -> tuple[pd.DataFrame, dict]:
+    def distill(self, rd: Path, kept: pd.DataFrame, prev: Path, t: int) -> tuple[Path, dict]:
+        from trainer.distill import distill
+
+        ckpt, stats_path = rd / "checkpoint", rd / "sft.json"
+        if stats_path.exists() and (ckpt / "config.json").exists():
+            return ckpt, read_json(stats_path)
+        if self.sampler is not None:
+            self.sampler.sleep()  # frees the engine's GPU memory while SFT runs (no-op on CPU)
+        columns = ["prompt", "completion"] + (["finish_reason"] if "finish_reason" in kept else [])
+        stats = distill(
+            kept[columns],
+            prev,
+            ckpt,
+            self.cfg.sft,
+            seed=self.cfg.seed + t,
+            callbacks=[self.console.sft_callback()],
+        )
+        gc.collect()
+        if self.sampler is not None:
+            self.sampler.wake_up()
+        if self.state.is_main_process:
+            write_json(stats_path, stats)
+        self.state.wait_for_everyone()
+        return ckpt, stats
+
+    def evaluate(self, rd: Path, checkpoint: Path, t: int) -> tuple[pd.DataFrame, dict]:
         """Held-out evaluation of `checkpoint`: accuracy, the gap of its self-verification, pass@k, diversity."""
-        seed = self.cfg.seed + 1000 * round_idx + 2
+        seed = stage_seed(self.cfg.seed, t, EVAL_STAGE)
         rows = self.sample(
             rd / "eval_generations.parquet",
             checkpoint,
@@ -174,112 +337,7 @@ class Study:
         ids = [v.id or v.name for v in self.cfg.verifiers]
         return rows, summarize(rows, ids, costs, **self.boot)
 
-    # ------------------------------------------------------------------ a round
-
-    def run_round(self, t: int, prev: Path) -> tuple[dict, Path, str | None]:
-        """Run (or resume) round t from checkpoint `prev`; return its metrics, its checkpoint and a stop reason."""
-        rd = self.out / f"round_{t:03d}"
-        done = rd / "metrics.json"
-        if done.exists():
-            m = read_json(done)
-            self.history.append(m)
-            # The saturation rules may have changed since the round ran: judge it again.
-            before = (m.get("stop"), m.get("saturation"))
-            stop = self.judge(m)
-            if (stop, m.get("saturation")) != before and dist.is_main():
-                write_json(done, m)
-            if self.tracker is not None:
-                self.tracker.remember(t, m)
-            return m, self.checkpoint_path(m["checkpoint"]), stop
-        seconds, train, stop = {}, {}, None
-        self.swap_seconds = None
-        checkpoint = prev
-        if t > 0:
-            clock = time.perf_counter()
-            rows = self.sample(
-                rd / "generations.parquet",
-                prev,
-                self.train_problems,
-                self.train_prompts,
-                self.cfg.sampling,
-                self.cfg.seed + 1000 * t + 1,
-            )
-            seconds["sample"] = time.perf_counter() - clock
-            clock = time.perf_counter()
-            rows, costs = self.verify(rd / "verification.parquet", rows, prev)
-            seconds["verify"] = time.perf_counter() - clock
-            rows = self.select(rd / "selection.parquet", rows, self.cfg.seed + 1000 * t + 1)
-            kept = rows[rows["kept"]]
-            truncated = rows["finish_reason"] == "length"
-            # A truncated sample never finished its answer: by default it is not distilled (the model
-            # would learn to stop mid-thought where the token budget ran out).
-            distilled = kept if self.cfg.sft.train_on_truncated else kept[~truncated[rows["kept"]]]
-            primary = self.cfg.verifiers[0]
-            on_train = verifier_metrics(rows, primary.column, rows["kept"].to_numpy(dtype=float), **self.boot)
-            train = {
-                "sampled": len(rows),
-                "kept": len(kept),
-                "distilled": len(distilled),
-                "truncated_sampled": int(truncated.sum()),
-                "truncated_kept": int(truncated[rows["kept"]].sum()),
-                "train_accuracy": on_train["generation_utility"],
-                "kept_precision": on_train["kept_precision"],
-                "train_gap": on_train["gap"],
-                "verification_tokens": sum(c["tokens"] for c in costs.values()),
-            }
-            if len(distilled) == 0:
-                why = "kept none" if len(kept) == 0 else f"kept only truncated samples ({len(kept)})"
-                stop = (
-                    f"round {t}: the filter {why} of the {len(rows)} samples, so there is nothing to "
-                    "distill; loosen `filter`, change the verifier"
-                    + ("" if len(kept) == 0 else ", raise sampling.max_tokens or set sft.train_on_truncated")
-                )
-                train["stop"] = stop
-            else:
-                clock = time.perf_counter()
-                checkpoint, sft = self.distill(rd, distilled, prev, t)
-                seconds["distill"] = time.perf_counter() - clock
-                train.update(
-                    {
-                        "sft_loss": sft.get("train_loss"),
-                        "sft_steps": sft.get("steps"),
-                        "sft_tokens_per_second": sft.get("tokens_per_second"),
-                    }
-                )
-        clock = time.perf_counter()
-        eval_rows, metrics = self.evaluate(rd, checkpoint, t)
-        seconds["evaluate"] = time.perf_counter() - clock
-        metrics.update(
-            {
-                "round": t,
-                "checkpoint": self.checkpoint_ref(checkpoint),
-                "train": train,
-                "seconds": {k: round(v, 2) for k, v in seconds.items()},
-                "swap_seconds": self.swap_seconds,
-                "rss_mb": rss_mb(),
-                "gpu_mb": gpu_mb(),
-            }
-        )
-        self.history.append(metrics)
-        stop = self.judge(metrics)
-        if dist.is_main():
-            write_json(done, metrics)
-        dist.barrier()
-        self.log_round(t, metrics, eval_rows)
-        return metrics, checkpoint, stop
-
-    def judge(self, metrics: dict) -> str | None:
-        """Judge the saturation rules after the round `metrics` (the last of the history so far),
-        recording every rule's verdict in it; return the reason to stop: an empty kept set, or the
-        first rule that fired."""
-        if metrics["round"] == 0:
-            metrics["saturation"], metrics["stop"] = {}, None
-            return None
-        verdicts = saturation_judge(self.history, self.cfg.saturation, self.cfg.bootstrap, self.cfg.seed)
-        metrics["saturation"] = verdicts
-        fired = next((v["reason"] for v in verdicts.values() if v["fired"]), None)
-        metrics["stop"] = metrics["train"].get("stop") or fired
-        return metrics["stop"]
+    # ------------------------------------------------------------------ bookkeeping
 
     @property
     def boot(self) -> dict:
@@ -290,6 +348,10 @@ class Study:
             "seed": cfg.seed,
             "method": cfg.ci_method,
         }
+
+    def timed(self, seconds: dict, name: str, t: int):
+        """A stage shown on the console and timed into `seconds[name]`."""
+        return self.console.stage(f"round {t} · {name}", record=(seconds, name))
 
     def checkpoint_ref(self, checkpoint: Path) -> str:
         """How metrics.json names a checkpoint: relative to the study folder when inside it (the study
@@ -304,29 +366,9 @@ class Study:
         path = Path(ref)
         return path if path.is_absolute() else self.out / path
 
-    def distill(self, rd: Path, kept: pd.DataFrame, prev: Path, t: int) -> tuple[Path, dict]:
-        from trainer.distill import distill
-
-        ckpt, stats_path = rd / "checkpoint", rd / "sft.json"
-        if stats_path.exists() and (ckpt / "config.json").exists():
-            return ckpt, read_json(stats_path)
-        if self.sampler is not None:
-            self.sampler.sleep()  # frees the engine's GPU memory while SFT runs (no-op on CPU)
-        columns = ["prompt", "completion"] + (["finish_reason"] if "finish_reason" in kept else [])
-        stats = distill(kept[columns], prev, ckpt, self.cfg.sft, seed=self.cfg.seed + t)
-        gc.collect()
-        if self.sampler is not None:
-            self.sampler.wake_up()
-        if dist.is_main():
-            write_json(stats_path, stats)
-        dist.barrier()
-        return ckpt, stats
-
-    # ------------------------------------------------------------------ logging
-
     def write_outputs(self) -> None:
         """metrics.jsonl and report.md from every round so far (main process)."""
-        if not dist.is_main() or not self.history or self.written == len(self.history):
+        if not self.state.is_main_process or not self.history or self.written == len(self.history):
             return
         self.written = len(self.history)
         write_text(self.out / "metrics.jsonl", "".join(_jsonl(m) for m in self.history))
@@ -337,70 +379,102 @@ class Study:
             stop_reason=self.history[-1].get("stop"),
         )
 
+    @staticmethod
+    def summary(metrics: dict) -> str:
+        train = metrics["train"]
+        return (
+            f"accuracy {fmt_ci(metrics['generation_utility'], signed=False)}, gap {fmt_ci(metrics['gap'])} "
+            f"({confidence_label(metrics)} CI)"
+            + (f", kept {train['kept']}/{train['sampled']}" if train.get("kept") is not None else "")
+            + f", {sum(metrics.get('seconds', {}).values()):.0f}s"
+        )
+
     def log_round(self, t: int, metrics: dict, eval_rows: pd.DataFrame) -> None:
-        if not dist.is_main():
+        if not self.state.is_main_process:
             return
         self.write_outputs()
         if self.tracker is not None:
             cols = ["prompt_id", "question", "completion", "answer", "correct", "kept"] + [
                 v.column for v in self.cfg.verifiers
             ]
-            samples = eval_rows[cols].head(self.cfg.log_samples)
             skip = ("checkpoint", "stop", "per_prompt")
-            self.tracker.log_round(t, {k: v for k, v in metrics.items() if k not in skip}, samples)
-        kept = metrics["train"].get("kept")
-        console.print(
-            f"[bold]round {t}[/]: accuracy {fmt_ci(metrics['generation_utility'], signed=False)}, "
-            f"gap {fmt_ci(metrics['gap'])} ({confidence_label(metrics)} CI)"
-            + (f", kept {kept}/{metrics['train']['sampled']}" if kept is not None else "")
-            + f", {sum(metrics['seconds'].values()):.0f}s"
-        )
+            self.tracker.log_round(
+                t,
+                {k: v for k, v in metrics.items() if k not in skip},
+                eval_rows[cols].head(self.cfg.log_samples),
+            )
+        self.console.round_line(f"round {t}: {self.summary(metrics)}")
 
 
 def run_study(cfg: IterateConfig) -> list[dict]:
     """Run (or resume) a whole study; return the metrics of every round."""
     seed_everything(cfg.seed)
-    dist.init(cpu=_on_cpu())
+    PartialState(cpu=_on_cpu())  # the process group of a multi-process launch (gloo on CPU)
     out = Path(cfg.output_dir)
-    study = Study(cfg)
-    meta = _start(out, cfg)
-    if dist.is_main():
-        study.tracker = Tracker(
-            cfg.report_to,
-            out,
-            cfg.wandb_project,
-            cfg.run_name or out.name,
-            meta.get("wandb_run_id"),
-            to_dict(cfg),
-            group=cfg.wandb_group,
-        )
-        if study.tracker.run_id and meta.get("wandb_run_id") != study.tracker.run_id:
-            meta["wandb_run_id"] = study.tracker.run_id
-            write_json(out / "study.json", meta)
-    checkpoint, stop = study.base_dir, None
-    try:
-        for t in range(cfg.rounds + 1):
-            _, checkpoint, stop = study.run_round(t, checkpoint)
-            if stop:
-                break
-        study.write_outputs()  # also after a resume that found every round already done
-        if dist.is_main():
-            if stop:
-                console.print(f"[yellow]stopped:[/] {stop}")
-            if study.tracker is not None:
-                study.tracker.log_summary(
-                    {
-                        "stop_reason": stop or f"completed {cfg.rounds} rounds",
-                        "rounds_run": len(study.history) - 1,
-                    }
-                )
-            console.print(f"report: {out / 'report.md'}")
-    finally:
-        study.close()
+    with StudyConsole(out, title=f"{cfg.model} on {cfg.task.name}", rounds=cfg.rounds) as console:
+        study = Study(cfg, console)
+        meta = _start(out, cfg, study.state)
+        if study.state.is_main_process:
+            study.tracker = Tracker(
+                cfg.report_to,
+                out,
+                cfg.wandb_project,
+                cfg.run_name or out.name,
+                meta.get("wandb_run_id"),
+                to_dict(cfg),
+                group=cfg.wandb_group,
+            )
+            if study.tracker.run_id and meta.get("wandb_run_id") != study.tracker.run_id:
+                meta["wandb_run_id"] = study.tracker.run_id
+                write_json(out / "study.json", meta)
+        checkpoint, stop = study.base_dir, None
+        try:
+            for t in range(cfg.rounds + 1):
+                _, checkpoint, stop = study.run_round(t, checkpoint)
+                if stop:
+                    break
+            study.write_outputs()  # also after a resume that found every round already done
+            if study.state.is_main_process:
+                if stop:
+                    console.round_line(f"stopped: {stop}")
+                if study.tracker is not None:
+                    study.tracker.log_summary(
+                        {
+                            "stop_reason": stop or f"completed {cfg.rounds} rounds",
+                            "rounds_run": len(study.history) - 1,
+                        }
+                    )
+                console.round_line(f"report: {out / 'report.md'}")
+        finally:
+            study.close()
     return study.history
 
 
-def _start(out: Path, cfg: IterateConfig) -> dict:
+def run_comparison(cfg: CompareConfig) -> dict[str, list[dict]]:
+    """Every condition's study (each resumable), then comparison.md beside them; the histories."""
+    from eval.compare import read_history, write_comparison
+
+    studies = cfg.studies()
+    for study in studies.values():
+        run_study(study)
+    out = Path(cfg.output_dir)
+    histories = {name: read_history(out / name) for name in studies}
+    first = next(iter(studies.values()))
+    if PartialState().is_main_process:
+        path = write_comparison(
+            out,
+            histories,
+            cfg.control,
+            title=f"mindgap comparison: {first.model} on {first.task.name}",
+            n_boot=first.bootstrap,
+            confidence=first.confidence,
+            seed=first.seed,
+        )
+        print(f"comparison: {path}")
+    return histories
+
+
+def _start(out: Path, cfg: IterateConfig, state: PartialState) -> dict:
     """Write study.json on a new study; on a resumed one check that finished stages stay valid."""
     path = out / "study.json"
     now = to_dict(cfg)
@@ -408,9 +482,9 @@ def _start(out: Path, cfg: IterateConfig) -> dict:
     if meta is None:
         meta = study_metadata(now)
     meta["config"] = now
-    if dist.is_main():
+    if state.is_main_process:
         write_json(path, meta)
-    dist.barrier()
+    state.wait_for_everyone()
     return meta
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from trainer.errors import UserError
+from core.errors import UserError
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
@@ -90,7 +90,7 @@ def _convert_gguf(gguf: Path, name: str) -> Path:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from trainer.io import atomic_dir
+        from core.io import atomic_dir
 
         def build(tmp: Path) -> None:
             tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

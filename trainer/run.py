@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trainer import dist
-from trainer.errors import UserError
+from core.errors import UserError
 
 
 def seed_everything(seed: int) -> None:
@@ -49,7 +48,7 @@ def check_resume(
     """On a resumed run (`saved` exists), refuse to go on when the config saved there (under `key`, if
     given) differs from `now` in a key outside `may_change`, then clear what a killed run left
     half-written in `out`. Returns the content of `saved`, or None on a new run."""
-    from trainer.io import read_json, remove_interrupted_writes
+    from core.io import read_json, remove_interrupted_writes
 
     if out.exists() and not out.is_dir():
         raise UserError(
@@ -65,6 +64,8 @@ def check_resume(
             f"output_dir: {out} holds an earlier run with a different '{changed[0]}'; pass a new "
             "--output_dir to start another, or restore the old value to resume"
         )
-    if dist.is_main():  # the process that writes artifacts, before it writes any
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:  # the process that writes artifacts, before it writes any
         remove_interrupted_writes(out)  # a killed run's half-written temp files
     return content

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from trainer.config import EngineConfig, FilterConfig, SamplingConfig, VerifierConfig
-from trainer.filters import select
-from trainer.samplers.base import Sampler
-from trainer.verifiers import VERIFIERS, VerifierResult, VerifyContext
+from trainer.filters import FilterConfig, select
+from trainer.samplers.base import EngineConfig, Sampler, SamplingConfig
+from trainer.verifiers import VERIFIERS, VerifierResult, VerifyContext, make_verifier
+from trainer.verifiers.base import VerifierConfig
 
 
 def generate_rows(
@@ -94,13 +94,18 @@ class VerifierPool:
 
 
 def verify_rows(
-    rows: pd.DataFrame, verifiers: list[VerifierConfig], pool: VerifierPool
+    rows: pd.DataFrame,
+    verifiers: list[VerifierConfig],
+    pool: VerifierPool,
+    keys: list[str] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, dict]]:
-    """Add a score column per verifier; return the rows and each verifier's cost."""
+    """Add a score column per verifier; return the rows and each verifier's cost. `keys` are the
+    verifiers' config keys that run-time errors name (default `verifiers.<i>`)."""
     rows = rows.copy()
     costs = {}
-    for cfg in verifiers:
-        verifier = VERIFIERS[cfg.name](cfg, pool.context(cfg))
+    for i, cfg in enumerate(verifiers):
+        key = keys[i] if keys else f"verifiers.{i}"
+        verifier = make_verifier(cfg, pool.context(cfg), key)
         start = time.perf_counter()
         result: VerifierResult = verifier.score(rows)
         rows[cfg.column] = np.asarray(result.scores, dtype=float)
@@ -115,12 +120,35 @@ def verify_rows(
 def select_rows(
     rows: pd.DataFrame, verifiers: list[VerifierConfig], filt: FilterConfig, seed: int = 0
 ) -> pd.DataFrame:
-    """Add `kept_<id>` per verifier and `kept` for the first (primary) verifier (`seed`: the random
-    control's draw)."""
+    """Add `kept_<id>` per verifier (under its own `filter`, else `filt`) and `kept` for the first
+    (primary) verifier; `seed` draws the random control's choice."""
     rows = rows.copy()
     for i, cfg in enumerate(verifiers):
-        weights = select(rows, rows[cfg.column].to_numpy(), filt, seed)
+        weights = select(rows, rows[cfg.column].to_numpy(), cfg.filter or filt, seed)
         rows[f"kept_{cfg.id or cfg.name}"] = weights > 0
         if i == 0:
             rows["kept"] = weights > 0
     return rows
+
+
+class OneEngine:
+    """At most one loaded model: asking for another closes the current one first."""
+
+    def __init__(self, engine: EngineConfig, seed: int):
+        self.engine, self.seed = engine, seed
+        self.model_dir: Path | None = None
+        self.sampler: Sampler | None = None
+
+    def get(self, model_dir: Path) -> Sampler:
+        if self.model_dir != model_dir:
+            self.close()
+            from trainer.samplers import build_sampler
+
+            self.sampler = build_sampler(model_dir, self.engine, self.seed)
+            self.model_dir = model_dir
+        return self.sampler
+
+    def close(self) -> None:
+        if self.sampler is not None:
+            self.sampler.close()
+        self.sampler, self.model_dir = None, None

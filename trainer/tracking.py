@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from trainer.errors import UserError
+from core.errors import UserError
 
 
 def flatten(metrics: dict, prefix: str = "") -> dict[str, float]:

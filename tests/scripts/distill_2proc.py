@@ -30,25 +30,25 @@ def rows(tokenizer, n: int = 16) -> pd.DataFrame:
 
 def main() -> None:
     import torch
+    from accelerate import PartialState
     from transformers import AutoTokenizer
 
-    import trainer.io
-    from trainer import dist
+    import core.io
     from trainer.distill import SFTOptions, distill
 
     model_dir, out_dir = Path(sys.argv[1]), Path(sys.argv[2])
     method = sys.argv[3] if len(sys.argv) > 3 else "lora"
     rounds = int(sys.argv[4]) if len(sys.argv) > 4 else 1
-    dist.init(cpu=not torch.cuda.is_available())  # as the loop does before any stage
+    state = PartialState(cpu=not torch.cuda.is_available())  # as the loop does before any stage
 
     saves = []
-    atomic_dir = trainer.io.atomic_dir
+    atomic_dir = core.io.atomic_dir
 
     def counting_atomic_dir(path, build):
         saves.append(str(path))
         return atomic_dir(path, build)
 
-    trainer.io.atomic_dir = counting_atomic_dir  # distill looks it up when it saves
+    core.io.atomic_dir = counting_atomic_dir  # distill looks it up when it saves
     tok = AutoTokenizer.from_pretrained(model_dir)
     opts = SFTOptions(method=method, learning_rate=1e-3, batch_size=4, epochs=1, max_length=128)
     prev = model_dir
@@ -58,8 +58,8 @@ def main() -> None:
         stats = distill(rows(tok), prev, ckpt, opts, seed=r)
         result = {
             "round": r,
-            "rank": dist.rank(),
-            "world_size": dist.world_size(),
+            "rank": state.process_index,
+            "world_size": state.num_processes,
             "saves": len(saves),
             "checksum": stats["weights_checksum"],
             "stats": stats,

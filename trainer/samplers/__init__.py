@@ -16,9 +16,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from trainer.config import EngineConfig
-from trainer.errors import UserError
-from trainer.samplers.base import Completion, Sampler
+from core.errors import UserError
+from trainer.samplers.base import Completion, EngineConfig, Sampler
 
 __all__ = ["Completion", "Sampler", "available_backends", "build_sampler", "resolve_backend"]
 

@@ -7,7 +7,55 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from trainer.errors import UserError
+from core.config import knob, one_of, positive
+from core.errors import UserError
+
+BACKENDS = ("auto", "vllm", "hf")
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+
+
+@dataclass
+class SamplingConfig:
+    """How generations are sampled."""
+
+    n: int = knob(4, "samples per prompt")
+    temperature: float = knob(0.7, "sampling temperature (0: greedy, decoded once and repeated n times)")
+    top_p: float = knob(1.0, "nucleus sampling: the smallest set of tokens holding this much probability")
+    max_tokens: int = knob(128, "tokens per sample at most; a sample cut off there is `truncated`")
+
+    def validate(self, key: str) -> None:
+        positive(f"{key}.n", self.n)
+        positive(f"{key}.max_tokens", self.max_tokens)
+        if self.temperature < 0:
+            raise UserError(f"{key}.temperature: must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise UserError(f"{key}.top_p: must be in (0, 1], got {self.top_p}")
+
+
+@dataclass
+class EngineConfig:
+    """The inference backend that samples and scores."""
+
+    backend: str = knob("auto", "vllm | hf | auto (vllm where installed)")
+    dtype: str = knob(
+        "auto",
+        "auto | bfloat16 | float16 | float32; auto: bf16 on GPUs and on CPUs with native bf16, else fp32 "
+        "(MINDGAP_CPU_DTYPE forces the CPU's)",
+    )
+    max_model_len: int = knob(1024, "context of the engine: a prompt plus its generated tokens")
+    batch_size: int = knob(32, "hf: prompts per generate() call")
+    gpu_memory_utilization: float = knob(0.35, "vllm on GPU: its share of GPU memory (room left for SFT)")
+    enforce_eager: bool = knob(
+        True, "vllm: skip graph capture and compilation (start-up dominates small studies)"
+    )
+    kv_cache_gb: float = knob(2.0, "vllm on CPU: KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE)")
+    sleep_during_training: bool = knob(True, "vllm on GPU: free the engine's GPU memory while SFT runs")
+
+    def validate(self, key: str) -> None:
+        one_of(f"{key}.backend", self.backend, BACKENDS)
+        one_of(f"{key}.dtype", self.dtype, DTYPES)
+        positive(f"{key}.max_model_len", self.max_model_len)
+        positive(f"{key}.batch_size", self.batch_size)
 
 
 @dataclass
@@ -85,6 +133,30 @@ def dtype_regime() -> str:
     )
 
 
+def progress_bar(callback: Callable[[int, int | None], None] | None):
+    """What a sampler hands its engine as a progress bar: with `callback`, a tqdm that reports
+    (done, total) to it and prints nothing (a study's live display shows it); without, tqdm itself."""
+    from tqdm.auto import tqdm
+
+    if callback is None:
+        return tqdm
+
+    class Reporting(tqdm):
+        def __init__(self, *args, **kwargs):
+            import os
+
+            kwargs["file"] = open(os.devnull, "w")  # noqa: SIM115 (lives as long as the bar)
+            super().__init__(*args, **kwargs)
+            callback(0, self.total)
+
+        def update(self, n=1):
+            shown = super().update(n)
+            callback(self.n, self.total)
+            return shown
+
+    return Reporting
+
+
 class Sampler(Protocol):
     """A loaded model that samples completions and scores continuations.
 
@@ -93,6 +165,7 @@ class Sampler(Protocol):
     """
 
     model_dir: Path
+    progress: Callable[[int, int | None], None] | None  # told (done, total) of a long call, if set
 
     def generate(
         self, prompts: list[str], n: int, temperature: float, top_p: float, max_tokens: int, seed: int

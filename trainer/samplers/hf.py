@@ -10,11 +10,16 @@ import gc
 import inspect
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
-from trainer.config import EngineConfig
-from trainer.errors import UserError
-from trainer.samplers.base import Carrier, Completion, auto_dtype, encode_for_scoring, plan_carriers
+from core.errors import UserError
+from trainer.samplers.base import (
+    Carrier,
+    Completion,
+    EngineConfig,
+    auto_dtype,
+    encode_for_scoring,
+    plan_carriers,
+    progress_bar,
+)
 
 DTYPES = {"bfloat16": "bfloat16", "float16": "float16", "float32": "float32"}
 
@@ -80,6 +85,7 @@ class HFSampler:
         self.eos_ids = self._eos_ids()
         self._keeps_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
         self.last_score_tokens = 0  # tokens the last `score` call fed through the model
+        self.progress = None  # (done, total) of each long call, for a study's display
 
     # ------------------------------------------------------------------ helpers
 
@@ -135,7 +141,10 @@ class HFSampler:
         if self.device == "cuda":
             torch.cuda.manual_seed_all(seed)
         batches = range(0, len(encoded), bs)
-        for start in tqdm(batches, desc="hf generate", unit="batch", disable=len(batches) < 2):
+        bar = progress_bar(self.progress)
+        for start in bar(
+            batches, desc="hf generate", unit="batch", disable=len(batches) < 2 and not self.progress
+        ):
             chunk = encoded[start : start + bs]
             ids, mask = self._left_pad(chunk)
             per_prompt = 1 if greedy else n  # greedy is deterministic: decode once, repeat

@@ -22,10 +22,17 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from core.errors import UserError
 from trainer import watchdog
-from trainer.config import EngineConfig
-from trainer.errors import UserError
-from trainer.samplers.base import Carrier, Completion, auto_dtype, encode_for_scoring, plan_carriers
+from trainer.samplers.base import (
+    Carrier,
+    Completion,
+    EngineConfig,
+    auto_dtype,
+    encode_for_scoring,
+    plan_carriers,
+    progress_bar,
+)
 from trainer.samplers.hf import load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -103,6 +110,7 @@ class VLLMSampler:
         self.cpu = on_cpu()
         self.asleep = False
         self.llm = None
+        self.progress = None  # (done, total) of each long call, for a study's display
         self._watchdog: watchdog.Watchdog | None = None
         self.dtype = engine_dtype(self.engine.dtype, self.cpu)
         kwargs = dict(
@@ -219,7 +227,7 @@ class VLLMSampler:
         if self.cpu:
             outputs = self._generate_reproducibly(inputs, params, seed)
         else:
-            outputs = self.llm.generate(inputs, params, use_tqdm=True)
+            outputs = self.llm.generate(inputs, params, use_tqdm=progress_bar(self.progress))
         result = []
         for out in outputs:
             comps = [
@@ -240,9 +248,9 @@ class VLLMSampler:
         each step's batch, so samples depend on how requests are batched: the worker is reseeded and
         the requests run in one fixed order (`_run_in_order`).
         """
-        return self._run_in_order(inputs, params, reseed=seed, use_tqdm=True)
+        return self._run_in_order(inputs, params, reseed=seed, use_tqdm=progress_bar(self.progress))
 
-    def _run_in_order(self, inputs: list, params: list, reseed: int | None = None, use_tqdm: bool = True):
+    def _run_in_order(self, inputs: list, params: list, reseed: int | None = None, use_tqdm=True):
         """Run requests so that how the engine batches them depends on the inputs alone.
 
         The engine core runs in its own process and starts stepping as soon as the first request
@@ -305,7 +313,8 @@ class VLLMSampler:
     def _generate_for_scores(self, inputs: list, params: list) -> list:
         """Run scoring requests in one fixed order from an empty prefix cache (so that scores depend on
         the inputs alone), and record what they cost the engine in `score_stats`."""
-        out = self._run_in_order(inputs, params, use_tqdm=len(inputs) > 64)
+        bar = progress_bar(self.progress) if self.progress is not None or len(inputs) > 64 else False
+        out = self._run_in_order(inputs, params, use_tqdm=bar)
         prompt_tokens = sum(len(x["prompt_token_ids"]) for x in inputs)
         self.score_stats = {
             "requests": len(out),

@@ -10,8 +10,8 @@ oracle      the task's checker: the ceiling and the control
 
 from __future__ import annotations
 
-from trainer.config import VerifierConfig
-from trainer.verifiers.base import Verifier, VerifierResult, VerifyContext
+from core.config import one_of
+from trainer.verifiers.base import Verifier, VerifierConfig, VerifierResult, VerifyContext
 from trainer.verifiers.cot import CoTBinaryVerifier, CoTScoreVerifier
 from trainer.verifiers.ensemble import EnsembleVerifier
 from trainer.verifiers.mc import MCVerifier
@@ -30,30 +30,33 @@ VERIFIERS: dict[str, type[Verifier]] = {
 
 def make_verifier(cfg: VerifierConfig, ctx: VerifyContext, key: str | None = None) -> Verifier:
     """The verifier `cfg` names, built on `ctx`; `key` (`verifiers.2`) is what its errors name."""
-    cls = VERIFIERS[cfg.name]
-    if hasattr(cls, "check_options"):
-        return cls(cfg, ctx, key)
-    return cls(cfg, ctx)
+    return VERIFIERS[cfg.name](cfg, ctx, key)
 
 
 def check_verifier(cfg: VerifierConfig, key: str, earlier_ids: tuple[str, ...] = ()) -> None:
-    """Validate one verifier's options and template (a UserError names `key.options.<option>`)."""
-    check = getattr(VERIFIERS[cfg.name], "check_options", None)
-    if check is not None:
-        check(cfg, key, earlier_ids)
+    """Validate one verifier's name, options and template (a UserError names `key.options.<option>`)."""
+    one_of(f"{key}.name", cfg.name, tuple(VERIFIERS))
+    VERIFIERS[cfg.name].check_options(cfg, key, earlier_ids)
 
 
 def validate_verifiers(cfgs: list[VerifierConfig], key: str = "verifiers") -> None:
-    """Validate every verifier's options at config time, before any model is loaded."""
+    """Validate every verifier's options at config time, before any model is loaded; every verifier's
+    mistakes are reported together."""
+    from core.config import Problems
+
+    problems = Problems()
     ids: list[str] = []
     for i, cfg in enumerate(cfgs):
-        check_verifier(cfg, f"{key}.{i}", tuple(ids))
+        with problems.check():
+            check_verifier(cfg, f"{key}.{i}", tuple(ids))
         ids.append(cfg.id or cfg.name)
+    problems.raise_any()
 
 
 __all__ = [
     "VERIFIERS",
     "Verifier",
+    "VerifierConfig",
     "VerifierResult",
     "VerifyContext",
     "check_verifier",

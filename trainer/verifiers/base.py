@@ -8,11 +8,34 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from trainer.config import VerifierConfig
-from trainer.errors import UserError
+from core.config import knob
+from core.errors import UserError
+from trainer.filters import FilterConfig
 from trainer.samplers.base import Sampler
 
 TEMPLATES = Path(__file__).parent / "templates"
+
+
+@dataclass
+class VerifierConfig:
+    """One verification strategy. `name` picks it; `options` holds its own knobs (each strategy's
+    docstring lists them)."""
+
+    name: str = knob("mc", "mc | cot_binary | cot_score | tournament | ensemble | oracle")
+    id: str | None = knob(
+        None, "the verifier's column suffix (score_<id>); defaults to name; set it to use one strategy twice"
+    )
+    model: str | None = knob(None, "cross-verification: another model verifies (its own engine)")
+    template: str | None = knob(
+        None, "prompt template file; defaults to the strategy's own in trainer/verifiers/templates"
+    )
+    n_shots: int = knob(0, "worked verification examples, from the task's shots split (or options.examples)")
+    filter: FilterConfig | None = knob(None, "this verifier's own filter (default: the study's `filter`)")
+    options: dict = knob(factory=dict, help="strategy-specific knobs, checked by the strategy")
+
+    @property
+    def column(self) -> str:
+        return f"score_{self.id or self.name}"
 
 
 @dataclass
@@ -36,13 +59,31 @@ class VerifyContext:
 
 
 class Verifier:
-    """Scores generation rows (columns `question`, `completion`, `correct`, ...) without changing them."""
+    """Scores generation rows (columns `question`, `completion`, `correct`, ...) without changing them.
+
+    A strategy lists the `options` it takes in `option_names` and reads them in `read_options`; any
+    other option is a UserError naming `verifiers.<i>.options.<name>`, at config time
+    (`check_options`) as at run time.
+    """
 
     needs_model = True
+    option_names: tuple[str, ...] = ()
 
-    def __init__(self, cfg: VerifierConfig, ctx: VerifyContext):
+    def __init__(self, cfg: VerifierConfig, ctx: VerifyContext, key: str | None = None):
+        from trainer.verifiers.parsing import Options
+
         self.cfg = cfg
         self.ctx = ctx
+        self.key = key or f"verifiers.{cfg.id or cfg.name}"
+        self.read_options(Options(cfg.options, self.key, self.option_names))
+
+    def read_options(self, opts) -> None:
+        """Read the strategy's options (`opts` is a checked `parsing.Options`)."""
+
+    @classmethod
+    def check_options(cls, cfg: VerifierConfig, key: str, earlier_ids: tuple[str, ...] = ()) -> None:
+        """Validate `cfg.options` (and the template) at config time; a UserError names the key."""
+        cls(cfg, VerifyContext(None, None, "chat", None), key)
 
     @property
     def column(self) -> str:
@@ -56,23 +97,11 @@ class Verifier:
     def template(self, default: str) -> str:
         path = Path(self.cfg.template) if self.cfg.template else TEMPLATES / default
         if not path.is_file():
-            raise UserError(f"verifiers.{self.cfg.id or self.cfg.name}.template: file {path} does not exist")
+            raise UserError(f"{self.key}.template: file {path} does not exist")
         text = path.read_text()
         if "{question}" not in text or "{completion}" not in text:
-            raise UserError(
-                f"verifiers.{self.cfg.id or self.cfg.name}.template: {path} must contain "
-                "{question} and {completion}"
-            )
+            raise UserError(f"{self.key}.template: {path} must contain {{question}} and {{completion}}")
         return text
-
-    def render(self, user_text: str, fewshot_prefix: str = "") -> str:
-        """A verification prompt in the model's style: its chat template, or plain few-shot text."""
-        if self.ctx.prompt_style == "chat":
-            messages = [{"role": "user", "content": fewshot_prefix + user_text}]
-            return self.ctx.tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True
-            )
-        return fewshot_prefix + user_text
 
     def count_tokens(self, texts: list[str]) -> int:
         enc = self.ctx.tokenizer(texts, add_special_tokens=False)["input_ids"]

@@ -22,9 +22,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from trainer.config import VerifierConfig
-from trainer.errors import UserError
-from trainer.verifiers.base import TEMPLATES, Verifier, VerifierResult, VerifyContext
+from core.errors import UserError
+from trainer.verifiers.base import TEMPLATES, Verifier, VerifierConfig, VerifierResult, VerifyContext
 from trainer.verifiers.parsing import Options, apply_rule, cut_at, parse_score, parse_verdict
 
 GENERATION_OPTIONS = ("max_tokens", "temperature", "top_p", "samples", "unparseable", "examples")
@@ -91,19 +90,12 @@ class PromptedVerifier(Verifier):
     cue = "Verification:"  # where a base model's verification starts (fewshot style)
 
     def __init__(self, cfg: VerifierConfig, ctx: VerifyContext, key: str | None = None):
-        super().__init__(cfg, ctx)
-        self.key = key or f"verifiers.{cfg.id or cfg.name}"
-        self.read_options(Options(cfg.options, self.key, self.option_names))
+        super().__init__(cfg, ctx, key)
         self.text = self.load(cfg, self.key)
         self.marker = next((line.strip() for line in self.text.splitlines() if line.strip()), "")
         self.file_examples = self._read_examples(self.examples_path) if self.examples_path else None
 
     # ------------------------------------------------------------ options and template
-
-    @classmethod
-    def check_options(cls, cfg: VerifierConfig, key: str, earlier_ids: tuple[str, ...] = ()) -> None:
-        """Validate `cfg.options` and the template at config time (a UserError names the key)."""
-        cls(cfg, VerifyContext(None, None, "chat", None), key)
 
     @classmethod
     def load(cls, cfg: VerifierConfig, key: str) -> str:

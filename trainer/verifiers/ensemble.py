@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from trainer.config import VerifierConfig, from_dict
-from trainer.errors import UserError
-from trainer.verifiers.base import Verifier, VerifierResult, VerifyContext
+from core.config import from_dict
+from core.errors import UserError
+from trainer.verifiers.base import Verifier, VerifierConfig, VerifierResult, VerifyContext
 from trainer.verifiers.parsing import Options
 
 COMBINES = ("mean", "product", "all")
@@ -126,18 +126,18 @@ class EnsembleVerifier(Verifier):
         key: str | None = None,
         earlier_ids: tuple[str, ...] | None = None,
     ):
-        super().__init__(cfg, ctx)
-        self.key = key or f"verifiers.{cfg.id or cfg.name}"
-        opts = Options(cfg.options, self.key, self.option_names)
-        self.combine = opts.choice("combine", "mean", COMBINES)
-        self.threshold = opts.number("threshold", 0.5, low=0.0, high=1.0)
-        self.rule = opts.unparseable()
+        super().__init__(cfg, ctx, key)
         if cfg.template or cfg.n_shots:
             field = "template" if cfg.template else "n_shots"
             raise UserError(
                 f"{self.key}.{field}: an ensemble has no prompt of its own; set it on its members"
             )
         self.members = parse_members(cfg, self.key, earlier_ids)
+
+    def read_options(self, opts: Options) -> None:
+        self.combine = opts.choice("combine", "mean", COMBINES)
+        self.threshold = opts.number("threshold", 0.5, low=0.0, high=1.0)
+        self.rule = opts.unparseable()
 
     @classmethod
     def check_options(cls, cfg: VerifierConfig, key: str, earlier_ids: tuple[str, ...] = ()) -> None:

@@ -18,10 +18,35 @@ import time
 import numpy as np
 import pandas as pd
 
+from core.errors import UserError
 from trainer.verifiers.base import Verifier, VerifierResult
 
 
 class MCVerifier(Verifier):
+    """MC: P(yes) / (P(yes) + P(no)) of the two verdict words after the verification prompt.
+
+    Options (`verifiers.<i>.options`):
+      yes, no   the verdict words (Correct, Incorrect)
+    The template (default templates/mc.txt) needs {question} and {completion}.
+    """
+
+    option_names = ("yes", "no")
+
+    def read_options(self, opts) -> None:
+        self.yes, self.no = (
+            self._word(opts, name, default) for name, default in (("yes", "Correct"), ("no", "Incorrect"))
+        )
+        if self.yes.lower() == self.no.lower():
+            raise UserError(f"{opts.where('no')}: the no word equals the yes word {self.yes!r}")
+        self.template("mc.txt")  # exists and holds its fields
+
+    @staticmethod
+    def _word(opts, name: str, default: str) -> str:
+        words = opts.words(name, [default])
+        if len(words) != 1:
+            raise UserError(f"{opts.where(name)}: mc scores one word, got {words}")
+        return words[0]
+
     def score(self, rows: pd.DataFrame) -> VerifierResult:
         yes, no = self.words()
         prompts = self.prompts(rows)
@@ -40,16 +65,13 @@ class MCVerifier(Verifier):
 
     def words(self) -> tuple[str, str]:
         """The two verdict continuations as scored (a base model's get a leading space)."""
-        yes = self.cfg.options.get("yes", "Correct")
-        no = self.cfg.options.get("no", "Incorrect")
+        yes, no = self.yes, self.no
         return (yes, no) if self.ctx.prompt_style == "chat" else (" " + yes, " " + no)
 
     def prompts(self, rows: pd.DataFrame) -> list[str]:
         """The verification prompt of every row, examples included, rendered in the model's style."""
-        yes = self.cfg.options.get("yes", "Correct")
-        no = self.cfg.options.get("no", "Incorrect")
         template = self.template("mc.txt")
-        shots = self.examples(template, yes, no)
+        shots = self.examples(template, self.yes, self.no)
         bodies = [
             template.format(question=q, completion=str(c).strip())
             for q, c in zip(rows["question"], rows["completion"])

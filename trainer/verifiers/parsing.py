@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from trainer.errors import UserError
+from core.errors import UserError
 
 UNPARSEABLE_RULES = ("abstain", "reject", "accept")
 
@@ -173,13 +173,18 @@ def apply_rule(
 # ---------------------------------------------------------------- options
 
 _MISSING = object()
+_BOOL_KEYS = {True: "yes", False: "no"}
 
 
 class Options:
     """A verifier's `options` mapping, read with checks. `key` is the verifier's config key (`verifiers.2`)."""
 
     def __init__(self, options: dict | None, key: str, allowed: Iterable[str]):
-        self.data = dict(options or {})
+        # YAML 1.1 reads an unquoted `yes:` / `no:` key as true / false: give the verdict options back
+        # their names (`options: {yes: Right, no: Wrong}` means what it says).
+        self.data = {
+            _BOOL_KEYS.get(k, k) if isinstance(k, bool) else k: v for k, v in (options or {}).items()
+        }
         self.key = key
         allowed = sorted(allowed)
         for name in self.data:

@@ -1,4 +1,4 @@
-"""User-facing errors: one line, exit code 2, no traceback."""
+"""User-facing errors: one line per mistake, exit code 2, no traceback."""
 
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ def exit_on_user_error(main: Callable[..., T]) -> Callable[..., T]:
             return main(*args, **kwargs)
         except UserError as e:
             if os.environ.get("RANK", "0") == "0":
-                print(f"error: {e}", file=sys.stderr, flush=True)
+                for line in str(e).splitlines() or [""]:  # several config mistakes: one line each
+                    print(f"error: {line}", file=sys.stderr, flush=True)
             sys.exit(2)
 
     return wrapper

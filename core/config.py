@@ -1,0 +1,350 @@
+"""Configuration machinery: dataclasses loaded from YAML, overridable from the command line, validated
+on load, with every mistake reported at once.
+
+    cfg = load_config(IterateConfig, argv, default_config="recipes/configs/quickstart.yaml")
+
+An override is `--key value` or `--key=value` with a dotted key (`--sampling.n 8`,
+`--verifiers.0.name oracle`); values are parsed as YAML scalars (`--verifiers [mc,oracle]` works too).
+`--help` prints every key with its type, default and help; `--verbose` shows every library's own
+output on the terminal (otherwise it goes to the study's log file). Unknown keys, values of the wrong type and
+values a section's `validate(key)` rejects are UserErrors that name the key; all of a config's
+mistakes are collected and raised together, one per line.
+
+A config field documents itself: `knob(default, "help")` (TRL's `metadata={"help": ...}` convention),
+which is what `--help` prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import sys
+import types
+import typing
+from collections.abc import Iterator
+from dataclasses import field
+from pathlib import Path
+from typing import Any, TypeVar, Union
+
+import yaml
+
+from core.errors import UserError
+
+C = TypeVar("C")
+_NO_DEFAULT = dataclasses.MISSING
+
+
+def knob(default: Any = _NO_DEFAULT, help: str = "", *, factory: Any = _NO_DEFAULT) -> Any:
+    """A config field with its one line of help (a mutable default is given as `factory`)."""
+    if factory is not _NO_DEFAULT:
+        return field(default_factory=factory, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+class Problems:
+    """Config mistakes found while checking, reported together."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    @contextlib.contextmanager
+    def check(self) -> Iterator[None]:
+        """Record the UserError a block raises, and go on."""
+        try:
+            yield
+        except UserError as e:
+            self.messages.extend(line for line in str(e).splitlines() if line)
+
+    def add(self, message: str) -> None:
+        self.messages.append(message)
+
+    def raise_any(self) -> None:
+        if self.messages:
+            unique = list(dict.fromkeys(self.messages))
+            raise UserError("\n".join(unique))
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_config(cls: type[C], argv: list[str] | None = None, default_config: str | None = None) -> C:
+    """Build `cls` from `--config FILE` (or `default_config`) and `--key value` overrides in `argv`.
+
+    `--help` (or `-h`) prints every key of `cls` and exits.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--verbose" in argv:  # every library's own output on the terminal (trainer/console.py)
+        argv.remove("--verbose")
+        os.environ["MINDGAP_VERBOSE"] = "1"
+    if "--help" in argv or "-h" in argv:
+        print(help_text(cls, default_config))
+        sys.exit(0)
+    config_path, overrides = _split_argv(argv)
+    config_path = config_path or default_config
+    data: dict = to_dict(cls())  # defaults first, so list entries can be overridden by index
+    if config_path:
+        path = Path(config_path)
+        if not path.is_file():
+            raise UserError(f"--config: file {config_path} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise UserError(f"--config: {config_path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(loaded, dict):
+            raise UserError(
+                f"--config: {config_path} must hold a mapping of keys, not {type(loaded).__name__}"
+            )
+        merge(data, loaded)
+    for key, value in overrides:
+        _set_dotted(data, key, value)
+    return from_dict(cls, data, source=config_path)
+
+
+def from_dict(cls: type[C], data: dict, key: str = "", source: str | None = None) -> C:
+    """Build dataclass `cls` from a nested dict, checking keys and types, then validate every section;
+    every mistake found is raised at once (one per line of the UserError)."""
+    problems = Problems()
+    obj = _build(cls, data, key, source, problems)
+    if not problems.messages:  # a section built from a wrong value would report noise
+        _validate_tree(obj, key, problems)
+    problems.raise_any()
+    return obj
+
+
+def to_dict(obj: Any) -> Any:
+    """The plain-data form of a config (for study.json and W&B)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, list):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def merge(base: dict, update: dict) -> None:
+    """Merge `update` into `base`: mappings recursively, anything else replaced."""
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merge(base[key], value)
+        else:
+            base[key] = value
+
+
+# ---------------------------------------------------------------- checks sections call in validate()
+
+
+def one_of(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise UserError(f"{key}: unknown value '{value}'; choose one of {', '.join(allowed)}")
+
+
+def positive(key: str, value: float) -> None:
+    if value <= 0:
+        raise UserError(f"{key}: must be > 0, got {value}")
+
+
+def at_least(key: str, value: float, low: float) -> None:
+    if value < low:
+        raise UserError(f"{key}: must be >= {low}, got {value}")
+
+
+# ---------------------------------------------------------------- --help
+
+
+def help_text(cls: type, default_config: str | None = None) -> str:
+    """Every key of `cls` (dotted), its type, default and help; what `--help` prints."""
+    lines = [f"{cls.__name__}: {(cls.__doc__ or '').strip().splitlines()[0]}", ""]
+    lines.append("usage: [--config FILE] [--KEY VALUE ...]   (dotted keys; values are YAML)")
+    if default_config:
+        lines.append(f"default --config: {default_config}")
+    lines.append("")
+    rows = list(_help_rows(cls, ""))
+    width = min(34, max(len(k) for k, _, _, _ in rows) + 2)
+    for key, tp, default, text in rows:
+        lines.append(f"  --{key:<{width}} {tp} = {default}")
+        if text:
+            lines.append(f"      {text}")
+    return "\n".join(lines)
+
+
+def _help_rows(cls: type, prefix: str) -> Iterator[tuple[str, str, str, str]]:
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        tp = hints[f.name]
+        inner = _dataclass_of(tp)
+        if inner is not None and typing.get_origin(tp) is list:
+            yield key, f"list of {inner.__name__}", "see below", f.metadata.get("help", "")
+            yield from _help_rows(inner, f"{key}.<i>.")
+        elif inner is not None:
+            yield from _help_rows(inner, f"{key}.")
+        else:
+            yield key, _type_name(tp), _default_text(f), f.metadata.get("help", "")
+
+
+def _dataclass_of(tp: Any) -> type | None:
+    if dataclasses.is_dataclass(tp):
+        return tp
+    if typing.get_origin(tp) is list:
+        (item,) = typing.get_args(tp)
+        return item if dataclasses.is_dataclass(item) else None
+    return None
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return f"{_type_name(args[0])} | null"
+    if origin is list:
+        return f"list[{_type_name(typing.get_args(tp)[0])}]"
+    if tp is dict or origin is dict:
+        return "mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _default_text(f: dataclasses.Field) -> str:
+    if f.default is not _NO_DEFAULT:
+        value = f.default
+    elif f.default_factory is not _NO_DEFAULT:
+        value = f.default_factory()
+    else:
+        return "(required)"
+    return "null" if value is None else repr(value) if isinstance(value, str) else str(value)
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def _split_argv(argv: list[str]) -> tuple[str | None, list[tuple[str, Any]]]:
+    config_path, overrides, i = None, [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("--"):
+            raise UserError(f"unexpected argument {arg!r}; overrides look like --key value")
+        name, eq, value = arg[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+                raise UserError(f"--{name}: missing value")
+            value = argv[i + 1]
+            i += 1
+        i += 1
+        if name == "config":
+            config_path = value
+        else:
+            try:
+                parsed = yaml.safe_load(value) if value != "" else ""
+            except yaml.YAMLError:
+                parsed = value
+            overrides.append((name.replace("-", "_"), parsed))
+    return config_path, overrides
+
+
+def _set_dotted(data: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if isinstance(child, str):  # `task: countdown` then `--task.train_size 8`
+            child = {"name": child}
+        elif isinstance(child, list) and parts[i + 1].isdigit():  # --verifiers.0.name
+            idx = int(parts[i + 1])
+            if idx >= len(child):
+                raise UserError(f"--{key}: index {idx} is past the {len(child)} entries of {part}")
+            item = child[idx]
+            child[idx] = item = {"name": item} if isinstance(item, str) else item
+            if len(parts) == i + 3:
+                item[parts[-1]] = value
+                return
+            raise UserError(f"--{key}: nesting this deep inside a list is not supported")
+        elif not isinstance(child, dict):
+            child = {}
+        node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def _build(cls: type[C], data: Any, key: str, source: str | None, problems: Problems) -> C:
+    where = f" (in {source})" if source else ""
+    if isinstance(data, str) and "name" in {f.name for f in dataclasses.fields(cls)}:
+        data = {"name": data}  # shorthand: `task: countdown`, `verifiers: [mc, oracle]`
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        problems.add(f"{key or 'config'}: expected a mapping{where}, got {data!r}")
+        return cls()
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for name in sorted(set(data) - set(fields)):
+        full = f"{key}.{name}" if key else name
+        problems.add(
+            f"unknown config key '{full}'{where}; valid keys{' under ' + key if key else ''}: "
+            f"{', '.join(sorted(fields))}"
+        )
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in data.items():
+        if name not in fields:
+            continue
+        sub = f"{key}.{name}" if key else name
+        with problems.check():
+            kwargs[name] = _coerce(hints[name], value, sub, source, problems)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, key: str, source: str | None, problems: Problems) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(args[0], value, key, source, problems)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key, source, problems)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            value = [value]
+        return [_coerce(item_tp, v, f"{key}.{i}", source, problems) for i, v in enumerate(value)]
+    if tp is dict or origin is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise UserError(f"{key}: expected a mapping, got {value!r}")
+        return value
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise UserError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise UserError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise UserError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise UserError(f"{key}: expected a string, got {value!r}")
+    return value
+
+
+def _validate_tree(obj: Any, key: str, problems: Problems) -> None:
+    """Every section's validate(key), innermost first; each section's mistakes are collected."""
+    if dataclasses.is_dataclass(obj):
+        for f in dataclasses.fields(obj):
+            sub = f"{key}.{f.name}" if key else f.name
+            _validate_tree(getattr(obj, f.name), sub, problems)
+        if hasattr(obj, "validate"):
+            with problems.check():
+                obj.validate(key)
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            _validate_tree(v, f"{key}.{i}", problems)
