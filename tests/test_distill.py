@@ -120,6 +120,42 @@ def test_same_seed_gives_identical_weights(lora_run, tiny_model_dir, tmp_path):
     assert all((first[k] == second[k]).all() for k in first)
 
 
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_the_compact_head_learns_exactly_what_trl_learns(tiny_model_dir, tmp_path, method):
+    """DistillTrainer only skips work the loss never reads (the prompt rows' projection through the
+    vocabulary, the per-step entropy and top-1 accuracy): on the same batches it gives TRL's loss to
+    1e-4, and after training the same weights."""
+    import torch
+    from trl import SFTTrainer
+
+    from trainer import sft_trainer
+
+    rows = arith_rows(tiny_model_dir)
+    o = opts(method, batch_size=4, epochs=1)
+    ours = build_trainer(rows, tiny_model_dir, o, seed=0, work_dir=tmp_path / "ours")
+    real = sft_trainer.DistillTrainer
+    try:
+        sft_trainer.DistillTrainer = SFTTrainer  # the same build, with TRL's own trainer
+        trl = build_trainer(rows, tiny_model_dir, o, seed=0, work_dir=tmp_path / "trl")
+    finally:
+        sft_trainer.DistillTrainer = real
+    assert type(ours) is real and type(trl) is SFTTrainer
+    batch = next(iter(ours.get_train_dataloader()))
+    with torch.no_grad():
+        a = ours.compute_loss(ours.model, dict(batch)).item()
+        b = trl.compute_loss(trl.model, dict(batch)).item()
+    assert abs(a - b) < 1e-4, (a, b)
+    ours.train()
+    trl.train()
+    losses = [[h["loss"] for h in t.state.log_history if "loss" in h] for t in (ours, trl)]
+    assert len(losses[0]) == len(losses[1]) > 1
+    assert all(abs(x - y) < 1e-4 for x, y in zip(*losses)), losses
+    wa = dict(ours.model.named_parameters())
+    for name, p in trl.model.named_parameters():
+        if p.requires_grad:
+            assert torch.allclose(wa[name], p, atol=1e-5), name
+
+
 def test_loss_covers_completions_only_and_ends_with_one_eos(tiny_model_dir, tmp_path):
     from transformers import AutoTokenizer
 

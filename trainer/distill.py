@@ -191,9 +191,11 @@ def _train_and_save(
     report_to: str,
     callbacks,
 ) -> dict:
+    clock = time.perf_counter()
     trainer = build_trainer(
         rows, base_model_dir, opts, seed, scratch, report_to=report_to, callbacks=callbacks
     )
+    build_seconds = time.perf_counter() - clock  # load the model, wrap it, tokenize the rows
     trainable = sum(_numel(p) for p in trainer.model.parameters() if p.requires_grad)
     samples = len(trainer.train_dataset)
     prepared_tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
@@ -218,8 +220,12 @@ def _train_and_save(
         "method": opts.method,
         "world_size": int(trainer.accelerator.num_processes),
         "weights_checksum": _checksum(trainer),
+        "bf16": bool(trainer.args.bf16),
     }
+    clock = time.perf_counter()
     _save(trainer, output_dir, trainer.processing_class, lora=opts.method == "lora")
+    # the fixed costs of a round's SFT around its training loop
+    stats["stage_seconds"] = {"build": round(build_seconds, 3), "save": round(time.perf_counter() - clock, 3)}
     return stats
 
 
@@ -239,7 +245,9 @@ def build_trainer(
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
+
+    from trainer.sft_trainer import DistillTrainer
 
     missing = {"prompt", "completion"} - set(rows.columns)
     if missing:
@@ -305,7 +313,7 @@ def build_trainer(
         # fp32 masters (with bf16 autocast).
         load_dtype = torch.bfloat16 if (lora and bf16) else torch.float32
         model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=load_dtype)
-        trainer = SFTTrainer(
+        trainer = DistillTrainer(
             model=model,
             args=args,
             train_dataset=data,
