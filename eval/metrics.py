@@ -11,6 +11,10 @@ with the rows. Definitions: docs/definitions.md (the tie rules, intervals and ed
     gap        = mean_x [J(f[w])(x) − J(f)(x)]
     rel. gap   = mean_x [(J(f[w])(x) − J(f)(x)) / (1 − J(f)(x))]  over prompts with J(f)(x) < 1
 
+Rare correct answers: `rare_answer_recall` is the filter's recall on correct samples bucketed by how
+common their answer is among the prompt's samples (`ANSWER_SHARE_BUCKETS`), `kept_answer_entropy` the
+answer entropy of what it keeps against what was sampled.
+
 Uncertainty: every headline number is `{value, ci_low, ci_high}`, a percentile bootstrap over prompts
 (`scipy.stats.bootstrap`; `method="BCa"` on request). Resamples are drawn from the same seed for every
 number of a round, so the prompts resampled together are the same for all of them (paired); a
