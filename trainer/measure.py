@@ -321,6 +321,7 @@ def verify_compute(cfg: VerifyComputeConfig, log=print) -> list[dict]:
         k_costs[f"k{k}"] = {
             "tokens": first_k_tokens(verdict_tokens, k),
             "calls": len(rows) * k,
+            # abstentions among the first k (under `unparseable: reject|accept` a failed verdict is scored)
             "unparseable": int(sum(np.isnan(np.asarray(v, dtype=float)[:k]).sum() for v in verdicts)),
         }
     rows["score_oracle"] = rows["correct"].astype(float)  # the ceiling, under each filter
