@@ -69,7 +69,7 @@ class TaskConfig:
 
     name: str = knob(
         "basic_arithmetic",
-        "a registered task (basic_arithmetic, gsm_symbolic, sudoku, countdown, any reasoning-gym dataset, file, gsm8k, math)",
+        "a registered task (basic_arithmetic, gsm_symbolic, sudoku, mini_sudoku, countdown, any reasoning-gym dataset, file, gsm8k, math)",
     )
     train_size: int = knob(64, "problems in the train split (the loop samples, verifies and distills these)")
     test_size: int = knob(32, "problems in the held-out test split (the gap and every round's evaluation)")
@@ -84,7 +84,8 @@ class TaskConfig:
     )
     path: str | None = knob(None, "for task file: a .jsonl or .parquet file of problems")
     fields: dict = knob(
-        factory=dict, help="for task file: columns of the fields, e.g. {question: q, answer: a, id: uid}"
+        factory=dict,
+        help="for task file: columns of the fields, e.g. {question: q, answer: a, id: uid}; an answer that is a list holds gold answers, any of which is right",
     )
     checker: str = knob(
         "auto",
