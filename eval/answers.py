@@ -17,8 +17,11 @@ Nothing here raises on odd input: no answer is `None`, and `None` is never corre
 from __future__ import annotations
 
 import re
+import string
 import textwrap
 import threading
+import unicodedata
+from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 
@@ -230,6 +233,56 @@ def looks_math(s: str | None) -> bool:
     return looks_numeric(s) or "\\" in s or (s.startswith("$") and s.endswith("$"))
 
 
+# ---------------------------------------------------------------- grids (sudoku)
+
+_GRID_SEPARATOR = re.compile(r"^[\s\-+=|_:.]*$")  # a rule between blocks of rows: `------+------`
+
+
+def _grid_cells(line: str) -> list[str]:
+    return re.findall(r"\d", line)
+
+
+def read_grid(text: str | None, size: int) -> str | None:
+    """A size × size grid of one-digit cells, written as reasoning-gym writes its answers (cells
+    separated by single spaces, rows by newlines), from `text` in any layout that holds exactly `size`
+    rows of `size` digits: spaces, commas, bars or nothing between cells, rule lines between blocks.
+    None when the text is not such a grid (a row with another number of digits, an empty cell)."""
+    if not text:
+        return None
+    rows = []
+    for line in text.strip().splitlines():
+        cells = _grid_cells(line)
+        if not cells:
+            if line.strip() and not _GRID_SEPARATOR.match(line):
+                return None  # words between the rows: not a bare grid
+            continue
+        if len(cells) != size or re.search(r"[A-Za-z]", line):
+            return None
+        rows.append(" ".join(cells))
+    return "\n".join(rows) if len(rows) == size else None
+
+
+def last_grid(text: str | None, size: int) -> str | None:
+    """The last run of `size` consecutive lines that each hold exactly `size` digits (rule lines
+    between them allowed), as `read_grid` writes it: a grid a completion states without an
+    `Answer:` line. None when there is none."""
+    if not text:
+        return None
+    lines = text.splitlines()
+    for end in range(len(lines), 0, -1):
+        rows: list[str] = []
+        for line in reversed(lines[:end]):
+            cells = _grid_cells(line)
+            if not cells and line.strip() and _GRID_SEPARATOR.match(line) and rows:
+                continue
+            if len(cells) != size or re.search(r"[A-Za-z]", line):
+                break
+            rows.append(" ".join(cells))
+            if len(rows) == size:
+                return "\n".join(reversed(rows))
+    return None
+
+
 # ---------------------------------------------------------------- comparison
 
 
@@ -257,6 +310,29 @@ def _loose(s: str) -> str | None:
     if len(s) >= 2 and s[0] == s[-1] and s[0] in "\"'":
         s = s[1:-1].strip()
     return s
+
+
+_ARTICLES = re.compile(r"\b(?:a|an|the)\b")
+
+
+def squad_normalize(s: str) -> str:
+    """SQuAD's answer normalisation (its evaluate-v1.1.py): lowercase, delete punctuation ("U.S." is
+    "us"), remove the articles a/an/the, collapse whitespace. Punctuation is SQuAD's (ASCII `string.punctuation`) plus
+    every Unicode punctuation character, so a curly apostrophe or a dash goes as a straight one does."""
+    s = s.translate(_UNICODE).casefold()
+    s = "".join(
+        ch for ch in s if ch not in string.punctuation and not unicodedata.category(ch).startswith("P")
+    )
+    return " ".join(_ARTICLES.sub(" ", s).split())
+
+
+def qa_match(pred: str | None, golds: Sequence[str]) -> bool:
+    """SQuAD exact match against any gold answer: equal after `squad_normalize`. An answer that
+    normalises to nothing ("the", ".") matches nothing."""
+    if pred is None:
+        return False
+    norm = squad_normalize(pred)
+    return bool(norm) and any(norm == squad_normalize(g) for g in golds)
 
 
 def math_match(pred: str | None, gold: str) -> bool:

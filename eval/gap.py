@@ -19,7 +19,8 @@ def summarize(
 ) -> dict:
     """metrics.json's content for `rows` carrying `score_<id>` and `kept_<id>` for each verifier id.
 
-    The headline keys (generation_utility, gap, ...) are the first verifier's; `verifiers` holds all.
+    The headline keys (generation_utility, gap, ..., rare_answer_recall, kept_answer_entropy) are the
+    first verifier's; `verifiers` holds all.
     Every headline number is {value, ci_low, ci_high} (`ci` says how the intervals were made), and
     `per_prompt` keeps what paired comparisons need (rounds, conditions on the same prompts): each
     prompt's sample and correct counts, diversity, and each verifier's verification utility.
@@ -46,6 +47,8 @@ def summarize(
             "answer_diversity": M.answer_diversity(rows, **boot),
             "verifier_auroc": primary["auroc"],
             "verifier_auroc_per_prompt": primary["auroc_per_prompt"],
+            "rare_answer_recall": primary["rare_answer_recall"],
+            "kept_answer_entropy": primary["kept_answer_entropy"],
             "n_prompts": int(len(n_per_prompt)),
             "n_samples_per_prompt": int(n_per_prompt.max()) if len(n_per_prompt) else 0,
             "prompts_empty_filter": primary["prompts_empty_filter"],
@@ -192,6 +195,71 @@ def matrix_table(records: list[dict], title: str):
         table.add_column(col, justify="left" if i < 2 else "right", no_wrap=True)
     for r in records:
         table.add_row(*matrix_cells(r))
+    return table
+
+
+# ---------------------------------------------------------------- gap against verification compute
+
+COMPUTE_COLUMNS = (
+    "filter",
+    "k",
+    "verify tokens",
+    "per sample",
+    "gap",
+    "Δgap vs first k",
+    "relative gap",
+    "AUROC",
+    "ΔAUROC vs first k",
+    "AUROC per prompt",
+    "kept",
+    "precision",
+    "unparseable",
+)
+
+
+def compute_cells(r: dict, base: str) -> list[str]:
+    """A verification-compute record (trainer.measure.compute_records) as the cells of a table row;
+    `base` is the id of the first k, whose paired differences the other rows carry."""
+    return [
+        r.get("filter", ""),
+        str(r["k"]) if r["k"] is not None else r["verifier"],
+        f"{r['verification_tokens']:,}",
+        f"{r['tokens_per_generation']:.0f}",
+        fmt_ci(r["gap"]),
+        fmt_ci(r[f"gap_vs_{base}"]) if f"gap_vs_{base}" in r else "–",
+        fmt_ci(r["relative_gap"]),
+        fmt_ci(r["auroc"], signed=False, digits=2),
+        fmt_ci(r[f"auroc_vs_{base}"], digits=2) if f"auroc_vs_{base}" in r else "–",
+        fmt_ci(r["auroc_per_prompt"], signed=False, digits=2),
+        str(r["kept"]),
+        fmt_ci(r["kept_precision"], signed=False, digits=2),
+        str(r["unparseable"]),
+    ]
+
+
+def compute_markdown(records: list[dict], head: str = "") -> str:
+    base = records[0]["verifier"]
+    lines = [head, ""] if head else []
+    lines += [
+        "| " + " | ".join(COMPUTE_COLUMNS) + " |",
+        "|" + "|".join("---" if i < 2 else "---:" for i in range(len(COMPUTE_COLUMNS))) + "|",
+    ]
+    lines += ["| " + " | ".join(compute_cells(r, base)) + " |" for r in records]
+    return "\n".join(lines) + "\n"
+
+
+def compute_table(records: list[dict], title: str):
+    from rich.table import Table
+
+    base = records[0]["verifier"]
+    table = Table(title=title)
+    for i, col in enumerate(COMPUTE_COLUMNS):
+        table.add_column(col, justify="left" if i < 2 else "right", no_wrap=True)
+    for i, r in enumerate(records):
+        table.add_row(
+            *compute_cells(r, base),
+            end_section=i + 1 < len(records) and records[i + 1].get("filter") != r.get("filter"),
+        )
     return table
 
 

@@ -11,6 +11,10 @@ with the rows. Definitions: docs/definitions.md (the tie rules, intervals and ed
     gap        = mean_x [J(f[w])(x) − J(f)(x)]
     rel. gap   = mean_x [(J(f[w])(x) − J(f)(x)) / (1 − J(f)(x))]  over prompts with J(f)(x) < 1
 
+Rare correct answers: `rare_answer_recall` is the filter's recall on correct samples bucketed by how
+common their answer is among the prompt's samples (`ANSWER_SHARE_BUCKETS`), `kept_answer_entropy` the
+answer entropy of what it keeps against what was sampled.
+
 Uncertainty: every headline number is `{value, ci_low, ci_high}`, a percentile bootstrap over prompts
 (`scipy.stats.bootstrap`; `method="BCa"` on request). Resamples are drawn from the same seed for every
 number of a round, so the prompts resampled together are the same for all of them (paired); a
@@ -365,7 +369,24 @@ def verifier_metrics(
         "auroc": cluster_bootstrap_ci(pooled, len(rows_of), **boot),
         "auroc_per_prompt": {**bootstrap_ci(defined, **boot), "prompts": int(len(defined))},
         "unparseable": int(np.isnan(scores).sum()),
+        "rare_answer_recall": rare_answer_recall(df, weights, **boot),
+        "kept_answer_entropy": kept_answer_entropy(df, weights, **boot),
     }
+
+
+def auroc_difference(df: pd.DataFrame, column: str, other: str, **boot: Any) -> dict[str, float]:
+    """Pooled AUROC of `column` minus that of `other` on the same rows, with a CI that recomputes both
+    on each resample of prompts (paired)."""
+    a = df[_score_column(df, column)].to_numpy(dtype=float)
+    b = df[_score_column(df, other)].to_numpy(dtype=float)
+    labels = df["correct"].to_numpy().astype(bool)
+    _, rows_of = _prompt_rows(df)
+
+    def difference(idx: np.ndarray) -> float:
+        rows = np.concatenate([rows_of[i] for i in idx]) if len(idx) else np.array([], dtype=int)
+        return auroc(a[rows], labels[rows]) - auroc(b[rows], labels[rows])
+
+    return cluster_bootstrap_ci(difference, len(rows_of), **boot)
 
 
 def score_correlations(df: pd.DataFrame, columns: Sequence[str]) -> dict[str, dict[str, dict[str, float]]]:
@@ -426,6 +447,96 @@ def answer_diversity(df: pd.DataFrame, **boot: Any) -> dict[str, dict[str, float
         values = per_prompt[key].to_numpy(dtype=float)
         out[key] = bootstrap_ci(values[np.isfinite(values)], **boot)
     return out
+
+
+# ---------------------------------------------------------------- rare correct answers
+
+# How common a sample's answer is among its prompt's n samples (`count` samples hold it): held by that
+# sample alone, by at most a quarter, by at most half, or by more than half of them. A singleton is a
+# singleton whatever its share (for n = 1, 2, 4 too); the share buckets take the rest.
+ANSWER_SHARE_BUCKETS = ("singleton", "le_25pct", "le_50pct", "gt_50pct")
+BUCKET_LABELS = {"singleton": "singleton", "le_25pct": "≤25%", "le_50pct": "≤50%", "gt_50pct": ">50%"}
+
+
+def answer_share_buckets(df: pd.DataFrame) -> np.ndarray:
+    """Each row's index into ANSWER_SHARE_BUCKETS by how many of its prompt's samples give the same
+    extracted answer (compared as extracted, as the diversity metrics do); -1 for a None answer."""
+    answers = df["answer"].to_numpy(dtype=object)
+    codes, _ = pd.factorize(answers, use_na_sentinel=True)
+    cells = pd.DataFrame({"prompt_id": df["prompt_id"].to_numpy(), "code": codes})
+    count = cells.groupby(["prompt_id", "code"], sort=False)["code"].transform("size").to_numpy()
+    n = cells.groupby("prompt_id", sort=False)["code"].transform("size").to_numpy()
+    # integer comparisons: count/n <= 1/4 is 4*count <= n, exact for every n
+    bucket = np.where(count == 1, 0, np.where(4 * count <= n, 1, np.where(2 * count <= n, 2, 3)))
+    return np.where(codes < 0, -1, bucket)
+
+
+def rare_answer_recall(
+    df: pd.DataFrame, weights: np.ndarray | Sequence[float], **boot: Any
+) -> dict[str, dict[str, Any]]:
+    """The filter's recall on correct samples (the share of them it keeps, w > 0), by how common the
+    sample's answer is among its prompt's samples (ANSWER_SHARE_BUCKETS), and over all correct samples
+    (`all`).
+
+    Each bucket: `recall` pooled over the bucket's correct samples, with a CI that resamples prompts
+    (NaN where the bucket holds no correct sample), and the counts `correct`, `kept` and `prompts`
+    (prompts with a correct sample in the bucket).
+    """
+    kept = np.asarray(weights, dtype=float) > 0
+    correct = df["correct"].to_numpy().astype(bool)
+    bucket = answer_share_buckets(df)
+    prompts, rows_of = _prompt_rows(df)
+    out = {}
+    for b, name in enumerate((*ANSWER_SHARE_BUCKETS, "all")):
+        mine = correct & (bucket == b) if name != "all" else correct
+        n_correct = np.array([int(mine[r].sum()) for r in rows_of])
+        n_kept = np.array([int((mine & kept)[r].sum()) for r in rows_of])
+
+        def recall(idx: np.ndarray, n_correct=n_correct, n_kept=n_kept) -> float:
+            total = n_correct[idx].sum()
+            return float(n_kept[idx].sum() / total) if total > 0 else float("nan")
+
+        out[name] = {
+            "recall": cluster_bootstrap_ci(recall, len(prompts), **boot),
+            "correct": int(n_correct.sum()),
+            "kept": int(n_kept.sum()),
+            "prompts": int((n_correct > 0).sum()),
+        }
+    return out
+
+
+def answer_entropy_per_prompt(
+    df: pd.DataFrame, weights: np.ndarray | Sequence[float] | None = None
+) -> pd.Series:
+    """Per prompt (index prompt_id, sorted): the entropy (nats) of its answers weighted by `weights`
+    (all 1 by default; None answers one category); NaN for a prompt whose weights sum to 0."""
+    w = np.ones(len(df)) if weights is None else np.asarray(weights, dtype=float)
+    codes, _ = pd.factorize(df["answer"].to_numpy(dtype=object), use_na_sentinel=True)
+    cells = pd.DataFrame({"prompt_id": df["prompt_id"].to_numpy(), "code": codes, "w": w})
+    mass = cells.groupby(["prompt_id", "code"], sort=True)["w"].sum()
+    total = mass.groupby(level="prompt_id").transform("sum")
+    p = (mass / total.where(total > 0)).where(mass > 0)  # answers of weight 0 are not in the set
+    entropy = (-p * np.log(p)).groupby(level="prompt_id").sum(min_count=1) + 0.0  # + 0.0: no -0.0
+    return entropy.astype(float).rename("answer_entropy")
+
+
+def kept_answer_entropy(
+    df: pd.DataFrame, weights: np.ndarray | Sequence[float], **boot: Any
+) -> dict[str, Any]:
+    """The answer entropy of what the filter keeps against that of everything sampled, per prompt,
+    averaged over the prompts whose filter kept something (`prompts`; `prompts_empty` the others):
+    `sampled`, `kept` and their paired difference `change` (kept − sampled), each with a CI."""
+    sampled = answer_entropy_per_prompt(df)
+    kept = answer_entropy_per_prompt(df, weights).reindex(sampled.index)
+    some = np.isfinite(kept.to_numpy())
+    s, k = sampled.to_numpy()[some], kept.to_numpy()[some]
+    return {
+        "sampled": bootstrap_ci(s, **boot),
+        "kept": bootstrap_ci(k, **boot),
+        "change": bootstrap_ci(k - s, **boot),
+        "prompts": int(some.sum()),
+        "prompts_empty": int((~some).sum()),
+    }
 
 
 # ---------------------------------------------------------------- JSON

@@ -1,4 +1,5 @@
-"""Heatmaps: the correlation between verification strategies' scores, and the cross-verification gap."""
+"""Figures of one measurement: heatmaps of the correlation between verification strategies' scores and
+of the cross-verification gap, and the gap against verification compute."""
 
 from __future__ import annotations
 
@@ -97,6 +98,70 @@ def plot_cross_verify(
         ax.set_ylabel("generator model", fontsize=9)
         fig.colorbar(im, ax=ax, shrink=0.8)
     fig.suptitle("Cross-verification: generation–verification gap", fontsize=11)
+    return _save(fig, path)
+
+
+def plot_verify_compute(records: list[dict], path: Path) -> Path:
+    """The gap against k, the verifications averaged per sample, and against the tokens they cost, a
+    line per filter; AUROC (pooled and per prompt, the same under every filter) against k. Error bars
+    are the records' CIs; the oracle's gap, where the records hold it, is the dashed ceiling.
+    `records` are trainer.measure.verify_compute's: one per (filter, k), the oracle's with k None."""
+    filters = list(dict.fromkeys(r.get("filter", "") for r in records))
+    ks = {f: [r for r in records if r.get("filter", "") == f and r["k"] is not None] for f in filters}
+    ceiling = next((r for r in records if r["k"] is None), None)
+    first = ks[filters[0]]
+    x = [r["k"] for r in first]
+    tokens = [r["verification_tokens"] for r in first]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+
+    def line(ax, xs, rs, key, j, n, label):
+        points = [r.get(key) or {} for r in rs]
+        vals = np.array([_float(p.get("value")) for p in points])
+        low = np.array([_float(p.get("ci_low")) for p in points])
+        high = np.array([_float(p.get("ci_high")) for p in points])
+        err = np.nan_to_num(np.vstack([vals - low, high - vals]))
+        shift = [v * (1 + 0.04 * (j - (n - 1) / 2)) for v in xs]  # side by side at each x
+        ax.errorbar(shift, vals, yerr=err, marker="o", capsize=3, label=label)
+
+    for j, f in enumerate(filters):
+        line(axes[0], x, ks[f], "gap", j, len(filters), f"gap, filter {f}")
+        line(axes[1], tokens, ks[f], "gap", j, len(filters), f"gap, filter {f}")
+    for j, key in enumerate(("auroc", "auroc_per_prompt")):
+        line(axes[2], x, first, key, j, 2, key.replace("_", " "))
+    for r, t in zip(first, tokens):
+        axes[1].annotate(
+            f"k={r['k']}",
+            (t, _float((r.get("gap") or {}).get("value"))),
+            textcoords="offset points",
+            xytext=(4, 4),
+            fontsize=7,
+        )
+    for ax, xs, xlabel, ylabel in (
+        (axes[0], x, "verifications averaged per sample (k)", "gap"),
+        (axes[1], tokens, "verification tokens (all samples)", "gap"),
+        (axes[2], x, "verifications averaged per sample (k)", "AUROC"),
+    ):
+        if ceiling is not None and ylabel == "gap":
+            ax.axhline(
+                _float((ceiling.get("gap") or {}).get("value")),
+                ls="--",
+                lw=1,
+                color="grey",
+                label="oracle (the ceiling)",
+            )
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(xs, [str(k) for k in x] if ax is not axes[1] else [f"{t / 1000:.3g}k" for t in xs])
+        ax.minorticks_off()
+        ax.axhline(0.5 if ylabel == "AUROC" else 0.0, color="grey", lw=0.8)
+        ax.set(xlabel=xlabel, ylabel=ylabel)
+        ax.legend(fontsize=7)
+    axes[0].set_title("Gap against verifications per sample", fontsize=10)
+    axes[1].set_title("Gap against verification tokens", fontsize=10)
+    axes[2].set_title("AUROC against verifications per sample", fontsize=10)
+    fig.suptitle(
+        "Verification compute: k sampled verdicts averaged (error bars: bootstrap CIs over prompts)",
+        fontsize=11,
+    )
     return _save(fig, path)
 
 

@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from core.io import atomic_write, write_text  # noqa: E402
 from eval.gap import fmt_ci  # noqa: E402
+from eval.metrics import ANSWER_SHARE_BUCKETS, BUCKET_LABELS  # noqa: E402
 
 
 def _v(m):
@@ -111,6 +112,85 @@ def plot_diversity(history: list[dict], path: Path) -> None:
     save_figure(fig, path)
 
 
+def _rare(h: dict, where: str) -> tuple[dict, dict]:
+    """A round's rare-answer recall and kept-entropy records, of its held-out samples (`eval`) or of
+    its train samples (`train`); empty where the round has none (round 0's train, older studies)."""
+    src = h if where == "eval" else h.get("train") or {}
+    return src.get("rare_answer_recall") or {}, src.get("kept_answer_entropy") or {}
+
+
+def plot_rare_answers(history: list[dict], path: Path) -> None:
+    """Recall on correct samples by how common their answer is, and the answer entropy of the kept set
+    against the sampled set, by round: held-out samples on the left, train samples on the right."""
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
+    for col, (where, name) in enumerate((("eval", "held-out"), ("train", "train"))):
+        rounds = [h for h in history if _rare(h, where)[0]]
+        x = [h["round"] for h in rounds]
+        ax_r, ax_e = axes[0, col], axes[1, col]
+        if not rounds:
+            for ax in (ax_r, ax_e):
+                ax.text(
+                    0.5,
+                    0.5,
+                    f"no {name} samples verified yet",
+                    ha="center",
+                    va="center",
+                    transform=ax.transAxes,
+                )
+        for j, bucket in enumerate((*ANSWER_SHARE_BUCKETS, "all")):
+            if rounds:
+                points = [(_rare(h, where)[0].get(bucket) or {}).get("recall") or {} for h in rounds]
+                style = {"ls": "--", "color": "grey"} if bucket == "all" else {}
+                shifted = [t + 0.03 * (j - 2) for t in x]  # buckets side by side: equal recalls stay visible
+                band(ax_r, shifted, points, BUCKET_LABELS.get(bucket, "all correct"), **style)
+        ax_r.set(ylabel="recall on correct samples", title=f"{name}: correct samples kept, by answer share")
+        ax_r.set_ylim(-0.05, 1.05)
+        for key, label in (("sampled", "sampled"), ("kept", "kept")):
+            if rounds:
+                band(ax_e, x, [_rare(h, where)[1].get(key) or {} for h in rounds], label)
+        ax_e.set(
+            xlabel="round", ylabel="answer entropy (nats)", title=f"{name}: answer entropy, kept vs sampled"
+        )
+        for ax in (ax_r, ax_e):
+            if rounds:
+                ax.legend(fontsize=7)
+            round_ticks(ax, [h["round"] for h in history])
+    fig.suptitle(f"Rare correct answers by round ({level(history)} CI)")
+    save_figure(fig, path)
+
+
+def rare_rows(history: list[dict]) -> list[dict[str, str]]:
+    """The rare-answer table: a row per round and sample set (held-out; train from round 1)."""
+    rows = []
+    for h in history:
+        for where, name in (("eval", "held-out"), ("train", "train")):
+            recall, entropy = _rare(h, where)
+            if not recall:
+                continue
+            row = {"round": str(h["round"]), "samples": name}
+            for bucket in (*ANSWER_SHARE_BUCKETS, "all"):
+                r = recall.get(bucket) or {}
+                cell = fmt_interval(r.get("recall"), ".2f") if r.get("correct") else "n/a"
+                row[f"recall: {BUCKET_LABELS.get(bucket, 'all correct')}"] = (
+                    f"{cell} ({r.get('kept', 0)}/{r.get('correct', 0)})"
+                )
+            row["entropy: sampled"] = fmt_interval(entropy.get("sampled"), ".2f")
+            row["entropy: kept"] = fmt_interval(entropy.get("kept"), ".2f")
+            row["kept − sampled"] = fmt_interval(entropy.get("change"), "+.2f")
+            rows.append(row)
+    return rows
+
+
+def markdown_table(rows: list[dict[str, str]], right: tuple[str, ...] = ("round",)) -> list[str]:
+    """A pipe table of `rows` (dicts keyed by the columns), one line each."""
+    header = list(rows[0])
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---:" if c in right else "---" for c in header) + "|",
+        *("| " + " | ".join(r[c] for c in header) + " |" for r in rows),
+    ]
+
+
 def table_rows(history: list[dict]) -> list[dict[str, str]]:
     """The report table, one dict per round keyed by its column names."""
     kmax = max((int(k) for k in history[-1]["pass_at_k"]), default=1)
@@ -170,17 +250,12 @@ def write_report(
     plot_accuracy_gap(history, plots / "accuracy_gap.png")
     plot_pass_at_k(history, plots / "pass_at_k.png")
     plot_diversity(history, plots / "diversity.png")
-    rows = table_rows(history)
-    header = list(rows[0])
+    plot_rare_answers(history, plots / "rare_answers.png")
     lines = [f"# {title}", ""]
     if stop_reason:
         lines += [f"**Stopped:** {stop_reason}", ""]
     lines += notes or []
-    lines += [
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join("---:" if c == "round" else "---" for c in header) + "|",
-    ]
-    lines += ["| " + " | ".join(r[c] for c in header) + " |" for r in rows]
+    lines += markdown_table(table_rows(history))
     lines += [
         "",
         f"Every interval is a {level(history)} bootstrap CI over prompts. Accuracy, verified accuracy, the "
@@ -199,6 +274,21 @@ def write_report(
         "![diversity](plots/diversity.png)",
         "",
     ]
+    rare = rare_rows(history)
+    if rare:
+        lines += [
+            "## Rare correct answers",
+            "",
+            "Recall: the share of correct samples the filter kept (kept / correct), by how many of the "
+            "prompt's samples give the same answer (singleton: that sample alone; ≤25%, ≤50%, >50% of "
+            "them). Entropy: the answer entropy (nats) of the kept samples against all sampled, per "
+            "prompt, averaged over prompts whose filter kept something (docs/definitions.md).",
+            "",
+            *markdown_table(rare),
+            "",
+            "![rare correct answers](plots/rare_answers.png)",
+            "",
+        ]
     return write_text(out_dir / "report.md", "\n".join(lines))
 
 

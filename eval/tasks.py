@@ -5,9 +5,10 @@
     answer = task.extract_answer(completion)      # None when the completion states no answer
     ok = task.check(answer, test[0])               # None is never correct
 
-Registered names (`TASKS`): the reasoning-gym generators `basic_arithmetic`, `gsm_symbolic`, `sudoku`,
-`countdown` (and any other reasoning-gym dataset as `rg:<name>` or its bare name), `file` (a local
-.jsonl/.parquet file), and the hub datasets `gsm8k` and `math` (online only).
+Registered names (`TASKS`): the reasoning-gym generators `basic_arithmetic`, `gsm_symbolic`, `sudoku`
+(9×9), `mini_sudoku` (4×4), `countdown` (and any other reasoning-gym dataset as `rg:<name>` or its bare
+name), `file` (a local .jsonl/.parquet file; an answer field may hold a list of gold answers), and the
+hub datasets `gsm8k` and `math` (online only).
 
 Splits are disjoint and deterministic given the config and seed: `test` (held out: the gap and every
 round's evaluation), `train` (what the loop samples, verifies and distills) and `shots` (worked
@@ -42,19 +43,23 @@ from eval.answers import (
     ANSWER_PREFIX,
     TRAILING_PUNCTUATION,
     as_fraction,
+    cut_continuation,
     exact_match,
     extract_answer,
     last_boxed,
+    last_grid,
     looks_math,
     looks_numeric,
     math_match,
     normalize_number,
+    qa_match,
+    read_grid,
 )
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("test", "train", "shots")
-CHECKERS = ("auto", "exact", "math", "task")
+CHECKERS = ("auto", "exact", "math", "task", "qa")
 PROMPT_STYLES = ("chat", "fewshot", "auto")
 
 
@@ -64,7 +69,7 @@ class TaskConfig:
 
     name: str = knob(
         "basic_arithmetic",
-        "a registered task (basic_arithmetic, gsm_symbolic, sudoku, countdown, any reasoning-gym dataset, file, gsm8k, math)",
+        "a registered task (basic_arithmetic, gsm_symbolic, sudoku, mini_sudoku, countdown, any reasoning-gym dataset, file, gsm8k, math)",
     )
     train_size: int = knob(64, "problems in the train split (the loop samples, verifies and distills these)")
     test_size: int = knob(32, "problems in the held-out test split (the gap and every round's evaluation)")
@@ -79,9 +84,13 @@ class TaskConfig:
     )
     path: str | None = knob(None, "for task file: a .jsonl or .parquet file of problems")
     fields: dict = knob(
-        factory=dict, help="for task file: columns of the fields, e.g. {question: q, answer: a, id: uid}"
+        factory=dict,
+        help="for task file: columns of the fields, e.g. {question: q, answer: a, id: uid}; an answer that is a list holds gold answers, any of which is right",
     )
-    checker: str = knob("auto", "auto | exact | math (math-verify) | task (the task's own scorer)")
+    checker: str = knob(
+        "auto",
+        "auto | exact | math (math-verify) | task (the task's own scorer) | qa (SQuAD-normalised exact match)",
+    )
 
     def validate(self, key: str) -> None:
         one_of(f"{key}.prompt_style", self.prompt_style, PROMPT_STYLES)
@@ -107,6 +116,7 @@ class Task:
     name: str = "task"
     numeric: bool = False  # answers are numbers: extraction reduces to a number, falls back to the last one
     multiline: bool = False  # answers may span lines (a grid)
+    grid: int | None = None  # answers are grids of this many rows of as many digits (sudoku)
     checker: str = "auto"  # the resolved task.checker
 
     def __init__(self, cfg: TaskConfig, seed: int):
@@ -183,9 +193,15 @@ class Task:
         raise NotImplementedError
 
     def _check(self, answer: str, problem: Problem) -> bool:
+        """Against the reference, or any of a problem's gold answers (`meta["answers"]`, a file's list):
+        `auto` compares with those by SQuAD-normalised exact match (`qa`), with a single reference by
+        math-verify where it is math and by normalised exact match otherwise."""
+        golds = problem.meta.get("answers") or [problem.answer]
+        if self.checker == "qa" or (self.checker == "auto" and "answers" in problem.meta):
+            return qa_match(answer, golds)
         if self.checker == "math" or (self.checker == "auto" and looks_math(problem.answer)):
-            return math_match(answer, problem.answer)
-        return exact_match(answer, problem.answer)
+            return any(math_match(answer, g) for g in golds)
+        return any(exact_match(answer, g) for g in golds)
 
 
 def _derived_seed(seed: int, *parts: str) -> int:
@@ -229,7 +245,13 @@ class ReasoningGymTask(Task):
     `task.options` go to the dataset's config (e.g. {"min_terms": 2, "max_terms": 2} for basic_arithmetic).
     """
 
-    NUMERIC = {"basic_arithmetic": True, "gsm_symbolic": True, "countdown": False, "sudoku": False}
+    NUMERIC = {
+        "basic_arithmetic": True,
+        "gsm_symbolic": True,
+        "countdown": False,
+        "sudoku": False,
+        "mini_sudoku": False,
+    }
     PROBE = 4  # items generated at build time to validate options and to learn the answer shape
 
     def __init__(self, dataset: str, cfg: TaskConfig, seed: int):
@@ -248,6 +270,10 @@ class ReasoningGymTask(Task):
         answers = [str(item.get("answer")) for item in probe]
         self.numeric = self.NUMERIC.get(dataset, all(looks_numeric(a) for a in answers))
         self.multiline = any("\n" in a.strip() for a in answers)
+        sizes = {len(a.strip().splitlines()) for a in answers}
+        size = sizes.pop() if len(sizes) == 1 else 0
+        # a grid puzzle (sudoku 9×9, mini_sudoku 4×4): every answer is `size` rows of `size` digits
+        self.grid = size if size > 1 and all(read_grid(a, size) == a.strip() for a in answers) else None
         if all(item.get("answer") is None for item in probe):
             log.warning(
                 "reasoning-gym '%s' gives no reference answers: its scorer checks answers, and few-shot "
@@ -351,6 +377,13 @@ class ReasoningGymTask(Task):
 
     def extract_answer(self, completion: str, finished: bool = True) -> str | None:
         answer = super().extract_answer(completion, finished)
+        if self.grid:
+            # A grid is read cell by cell and rewritten in the dataset's own layout, so its scorer (which
+            # gives full marks only to that layout) judges the cells; one stated without an `Answer:`
+            # line is the last grid of a finished completion.
+            if answer is None:
+                return last_grid(cut_continuation(completion or ""), self.grid) if finished else None
+            return read_grid(answer, self.grid) or answer
         if answer is not None and self.name == "countdown":
             answer = answer.replace("×", "*").replace("÷", "/")
         if answer is not None and self.name == "countdown" and "=" in answer:
@@ -360,10 +393,8 @@ class ReasoningGymTask(Task):
         return answer
 
     def _check(self, answer: str, problem: Problem) -> bool:
-        if self.checker == "exact":
-            return exact_match(answer, problem.answer)
-        if self.checker == "math":
-            return math_match(answer, problem.answer)
+        if self.checker in ("exact", "math", "qa"):
+            return super()._check(answer, problem)
         entry = problem.meta.get("entry") or {
             "question": problem.question,
             "answer": problem.answer,
@@ -421,8 +452,11 @@ class FileTask(Task):
     """Problems from a local .jsonl or .parquet file; `task.fields` maps question/answer to columns.
 
     Optional fields: `id` (a column of unique ids; default `row-<n>`) and `solution` (a worked solution,
-    used in few-shot examples). Checking: `auto` uses math-verify where the reference is a number or
-    LaTeX and exact (normalized) matching otherwise.
+    used in few-shot examples). An answer that is a list holds the gold answers, any of which is
+    correct (open-domain QA); the first is the reference that prompts and verifiers show. Checking:
+    `auto` compares with a gold list by SQuAD-normalised exact match (`qa`: case, punctuation, the
+    articles a/an/the and spacing ignored), with a single answer by math-verify where it is a number or
+    LaTeX and by exact (normalized) matching otherwise.
     """
 
     name = "file"
@@ -430,7 +464,7 @@ class FileTask(Task):
 
     def __init__(self, cfg: TaskConfig, seed: int):
         super().__init__(cfg, seed)
-        self.checker = _check_checker(cfg, ("auto", "exact", "math"), "file")
+        self.checker = _check_checker(cfg, ("auto", "exact", "math", "qa"), "file")
         _check_sizes(cfg)
         if not cfg.path:
             raise UserError("task.path: task 'file' needs task.path, a .jsonl or .parquet file of problems")
@@ -499,6 +533,16 @@ class FileTask(Task):
                         f"{have}. Fix the row, or map task.fields.{key} to the column that holds the "
                         f"{key}"
                     )
+                if key == "answer" and _is_list(value):
+                    golds = [_as_text(v).strip() for v in value]
+                    if not golds or not all(golds):
+                        raise UserError(
+                            f"{shown}: {unit} {n} has a gold-answer list '{col}' (task.fields.answer) that "
+                            f"{'is empty' if not golds else 'holds an empty answer'}; give at least one "
+                            "non-empty answer"
+                        )
+                    values["answers"] = golds
+                    value = golds[0]
                 values[key] = _as_text(value)
             if not values["question"].strip():
                 raise UserError(
@@ -515,6 +559,8 @@ class FileTask(Task):
             meta = {"row": n}
             if values.get("solution"):
                 meta["solution"] = values["solution"]
+            if "answers" in values:
+                meta["answers"] = values["answers"]
             problems.append(
                 Problem(id=pid, question=values["question"], answer=values["answer"].strip(), meta=meta)
             )
@@ -575,6 +621,11 @@ def _missing(value: Any) -> bool:
     import pandas as pd
 
     return value is pd.NA or value is pd.NaT
+
+
+def _is_list(value: Any) -> bool:
+    """A list of answers: a JSON array, or a Parquet list cell (numpy array)."""
+    return isinstance(value, (list, tuple)) or (hasattr(value, "ndim") and getattr(value, "ndim", 0) == 1)
 
 
 def _as_text(value: Any) -> str:
@@ -692,6 +743,7 @@ TASKS: dict[str, Callable[[TaskConfig, int], Task]] = {
     "basic_arithmetic": partial(ReasoningGymTask, "basic_arithmetic"),
     "gsm_symbolic": partial(ReasoningGymTask, "gsm_symbolic"),
     "sudoku": partial(ReasoningGymTask, "sudoku"),
+    "mini_sudoku": partial(ReasoningGymTask, "mini_sudoku"),  # 4×4
     "countdown": partial(ReasoningGymTask, "countdown"),
     "file": FileTask,
     "gsm8k": partial(HubTask, "gsm8k"),

@@ -109,7 +109,8 @@ def test_shipped_configs_load():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1] / "recipes" / "configs"
-    load_config(GapConfig, ["--config", str(root / "gap_quickstart.yaml")])
+    for name in ("gap_quickstart.yaml", "gap_open_qa.yaml", "gap_sudoku.yaml"):
+        load_config(GapConfig, ["--config", str(root / name)])
     for name in ("quickstart.yaml", "oracle_control.yaml"):
         load_config(IterateConfig, ["--config", str(root / name)])
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from eval.gap import fmt_ci
 from tests.conftest import ROOT, needs_vllm
 from tests.helpers import markdown_tables
 
@@ -144,7 +145,7 @@ def test_two_round_study(tmp_path, smollm2_dir):
     assert (out / "round_000" / "eval.parquet").exists() and not (out / "round_000" / "checkpoint").exists()
     for m in history:
         assert set(m["pass_at_k"]) == {"1", "2"} and "gap" in m and "answer_diversity" in m
-    (table,) = markdown_tables((out / "report.md").read_text())
+    table, rare = markdown_tables((out / "report.md").read_text())
     assert [row["round"] for row in table] == ["0", "1", "2"]
     for row, m in zip(table, history):
         accuracy = m["generation_utility"]
@@ -155,8 +156,31 @@ def test_two_round_study(tmp_path, smollm2_dir):
         assert row["kept / sampled"] == (
             f"{m['train']['kept']} / {m['train']['sampled']}" if m["round"] else "– / –"
         )
-    for png in ("accuracy_gap.png", "pass_at_k.png", "diversity.png"):
+    # rare correct answers: recall by answer share and kept-set entropy, held-out every round and train
+    # from round 1, in metrics.jsonl and in the report's second table
+    assert [(row["round"], row["samples"]) for row in rare] == [
+        ("0", "held-out"), ("1", "held-out"), ("1", "train"), ("2", "held-out"), ("2", "train")
+    ]  # fmt: skip
+    rare_rows = iter(rare)
+    for m in history:
+        for where, rec in (("held-out", m), ("train", m["train"])):
+            if where == "train" and m["round"] == 0:
+                assert "rare_answer_recall" not in rec
+                continue
+            row = next(rare_rows)
+            recall, entropy = rec["rare_answer_recall"], rec["kept_answer_entropy"]
+            assert set(recall) == {"singleton", "le_25pct", "le_50pct", "gt_50pct", "all"}
+            every = recall["all"]
+            assert row["recall: all correct"].endswith(f"({every['kept']}/{every['correct']})")
+            assert row["entropy: sampled"] == fmt_ci(entropy["sampled"], signed=False, digits=2)
+            assert entropy["prompts"] + entropy["prompts_empty"] == (4 if where == "held-out" else 6)
+    train1 = pd.read_parquet(out / "round_001" / "selection.parquet")
+    assert history[1]["train"]["rare_answer_recall"]["all"]["correct"] == int(train1["correct"].sum())
+    for png in ("accuracy_gap.png", "pass_at_k.png", "diversity.png", "rare_answers.png"):
         assert (out / "plots" / png).stat().st_size > 1000
+    (run_dir,) = (out / "wandb").glob("offline-run-*")
+    for chart in ("pass_at_k_curves", "rare_answer_recall_curves"):  # W&B line series, one per round so far
+        assert list((run_dir / "files" / "media" / "table").glob(f"{chart}_table_*.table.json")), chart
     study = json.loads((out / "study.json").read_text())
     assert study["config"]["rounds"] == 2 and "torch" in study["versions"] and study["wandb_run_id"]
     assert list((out / "wandb").glob("offline-run-*")), "W&B offline run directory missing"

@@ -79,6 +79,14 @@ def check_outputs(out, n_prompts: int, n: int) -> dict:
     share = ver.groupby("prompt_id")["correct"].any().mean()
     assert m["verifiers"]["oracle"]["verification_utility"]["value"] == pytest.approx(share)
     assert m["engine_dtype"] in ("float32", "bfloat16")
+    # the kept set's recall on correct samples by how common their answer is, and its answer entropy
+    recall = m["rare_answer_recall"]
+    assert list(recall) == ["singleton", "le_25pct", "le_50pct", "gt_50pct", "all"]
+    assert recall["all"]["correct"] == int(ver["correct"].sum())
+    assert recall["all"]["kept"] == int((ver["correct"] & ver["kept"]).sum())
+    assert sum(recall[b]["correct"] for b in list(recall)[:-1]) == recall["all"]["correct"]
+    assert {"sampled", "kept", "change", "prompts", "prompts_empty"} <= set(m["kept_answer_entropy"])
+    assert m["verifiers"]["oracle"]["rare_answer_recall"]["all"]["recall"]["value"] in (1.0, None)
     return m
 
 
@@ -110,6 +118,33 @@ def test_measure_gap_vllm(tmp_path):
     r = run(TINY + ["--engine.backend", "vllm", "--output_dir", str(out)])
     assert r.returncode == 0, r.stderr[-3000:]
     check_outputs(out, 4, 3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", ["gap_open_qa.yaml", "gap_sudoku.yaml"])
+def test_unimprovable_task_configs_run(tmp_path, tiny_model_dir, config):
+    """The shipped configs of open-domain QA (a JSONL file of gold-answer lists, read from the
+    repository root) and 4×4 sudoku run end to end, here on the tiny model at a tiny size."""
+    out = tmp_path / "gap"
+    tiny = ["--task.test_size", "2", "--sampling.n", "3", "--sampling.max_tokens", "8", "--bootstrap", "50"]
+    r = run(
+        ["--config", f"recipes/configs/{config}", "--model", str(tiny_model_dir), "--engine.backend", "hf"]
+        + tiny
+        + ["--output_dir", str(out)]
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = check_outputs(out, 2, 3)
+    ver = pd.read_parquet(out / "verification.parquet")
+    if config == "gap_open_qa.yaml":
+        golds = {
+            json.loads(line)["id"]: json.loads(line)["answers"]
+            for line in (ROOT / "recipes/data/open_qa.jsonl").open()
+        }
+        assert all(ref == golds[pid][0] for pid, ref in zip(ver["prompt_id"], ver["reference"]))
+        assert "Question: " in ver["prompt"][0] and ver["prompt"][0].count("\nAnswer: ") == 4  # 4 shots
+    else:
+        assert all(len(ref.split("\n")) == 4 for ref in ver["reference"])
+    assert m["config"]["task"]["prompt_style"] == "fewshot"
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,12 @@ import pandas as pd
 import pytest
 
 from eval.metrics import (
+    ANSWER_SHARE_BUCKETS,
     answer_diversity,
+    answer_entropy_per_prompt,
+    answer_share_buckets,
     auroc,
+    auroc_difference,
     auroc_per_prompt,
     bootstrap_ci,
     cluster_bootstrap_ci,
@@ -21,12 +25,14 @@ from eval.metrics import (
     diversity_per_prompt,
     gap_metrics,
     json_safe,
+    kept_answer_entropy,
     maj_at_k,
     maj_at_k_per_prompt,
     paired_difference_ci,
     pass_at_k,
     pass_at_k_curve,
     per_prompt_utilities,
+    rare_answer_recall,
     score_correlations,
     verifier_metrics,
 )
@@ -294,6 +300,119 @@ def test_score_correlations_pairwise_complete():
     assert r["pearson"]["score_a"]["score_a"] == pytest.approx(1.0)
 
 
+# ---------------------------------------------------------------- rare correct answers
+
+
+def test_answer_share_buckets_by_count_and_share():
+    """singleton (count 1, whatever n), then count/n <= 1/4, <= 1/2, > 1/2; None answers have none."""
+    rows = frame(
+        {
+            "n4": [0] * 4,  # a a b None: a holds 2/4 (<= 50%), b alone
+            "n8": [0] * 8,  # a a | b b b b | c | None: 2/8 = 25% exactly, 4/8 = 50% exactly
+            "n16": [0] * 16,  # a x4 (25% exactly), b x5 (31%), c x7 (44%)
+            "one": [0],  # one sample: a singleton
+            "major": [0] * 3,  # 2 of 3 > 50%
+        },
+        answer=["a", "a", "b", None]
+        + ["a", "a", "b", "b", "b", "b", "c", None]
+        + ["a"] * 4
+        + ["b"] * 5
+        + ["c"] * 7
+        + ["a"]
+        + ["z", "z", "y"],
+    )
+    got = answer_share_buckets(rows).tolist()
+    assert got[:4] == [2, 2, 0, -1]
+    assert got[4:12] == [1, 1, 2, 2, 2, 2, 0, -1]
+    assert got[12:28] == [1] * 4 + [2] * 5 + [2] * 7
+    assert got[28] == 0 and got[29:] == [3, 3, 0]
+    # the same answer text under another prompt is counted there, not here
+    two = frame({"p": [0, 0], "q": [0, 0]}, answer=["a", "b", "a", "a"])
+    assert answer_share_buckets(two).tolist() == [0, 0, 3, 3]
+
+
+def test_rare_answer_recall_hand_values():
+    rows = frame(
+        {
+            # four samples: the right answer "7" twice (<= 50%), a wrong "8" once, no answer once
+            "A": [1, 1, 0, 0],
+            # the right answer alone (singleton) among three wrong "3"s (> 50%)
+            "B": [1, 0, 0, 0],
+            # one sample, right: a singleton
+            "C": [1],
+            # nothing right, nothing extracted
+            "D": [0, 0],
+        },
+        answer=["7", "7", "8", None, "4", "3", "3", "3", "5", None, None],
+    )
+    kept = np.array([1, 0, 1, 0] + [0, 1, 1, 0] + [1] + [1, 1], dtype=float)
+    r = rare_answer_recall(rows, kept, n_boot=200)
+    assert list(r) == [*ANSWER_SHARE_BUCKETS, "all"]
+    # singleton: B's "4" (dropped) and C's "5" (kept): 1 of 2
+    assert (r["singleton"]["correct"], r["singleton"]["kept"], r["singleton"]["prompts"]) == (2, 1, 2)
+    assert r["singleton"]["recall"]["value"] == pytest.approx(0.5)
+    assert r["le_50pct"]["correct"] == 2 and r["le_50pct"]["recall"]["value"] == pytest.approx(0.5)
+    # no correct sample is rare (<= 25%, not alone) or common (> 50%): no recall, counts 0
+    for name in ("le_25pct", "gt_50pct"):
+        assert r[name]["correct"] == r[name]["kept"] == r[name]["prompts"] == 0
+        assert math.isnan(r[name]["recall"]["value"])
+    assert r["all"]["correct"] == 4 and r["all"]["recall"]["value"] == pytest.approx(0.5)
+    # pooled over samples, resampled over prompts: the interval holds the value and stays in [0, 1]
+    lo, hi = r["all"]["recall"]["ci_low"], r["all"]["recall"]["ci_high"]
+    assert 0 <= lo <= 0.5 <= hi <= 1
+    # a reweighting filter: any weight > 0 keeps the sample
+    assert rare_answer_recall(rows, kept * 0.3, n_boot=0)["all"]["kept"] == 2
+
+
+def test_rare_answer_recall_without_correct_samples_or_answers():
+    none = frame({"p": [0, 0, 0], "q": [0]}, answer=[None, None, None, None])
+    assert answer_share_buckets(none).tolist() == [-1] * 4
+    r = rare_answer_recall(none, np.ones(4), n_boot=100)
+    for name in (*ANSWER_SHARE_BUCKETS, "all"):
+        assert r[name]["correct"] == r[name]["kept"] == 0
+        assert all(math.isnan(r[name]["recall"][k]) for k in ("value", "ci_low", "ci_high"))
+    e = kept_answer_entropy(none, np.ones(4), n_boot=100)  # None answers are one category: entropy 0
+    assert e["sampled"]["value"] == e["kept"]["value"] == e["change"]["value"] == 0.0
+    assert json.loads(json.dumps(json_safe(r)))["all"]["recall"]["value"] is None
+
+
+def test_kept_answer_entropy_hand_values():
+    rows = frame(
+        {"p": [0] * 4, "q": [0] * 4, "r": [0] * 2},
+        answer=["a", "a", "b", "b", "a", "b", "c", "d", "x", None],
+    )
+    kept = np.array([1, 0, 1, 0] + [1, 1, 0, 0] + [0, 0], dtype=float)
+    e = kept_answer_entropy(rows, kept, n_boot=100)
+    # p: sampled {a, a, b, b} ln 2, kept {a, b} ln 2; q: sampled 4 answers ln 4, kept {a, b} ln 2;
+    # r: its filter kept nothing, so it has no kept entropy and is left out of all three
+    assert e["prompts"] == 2 and e["prompts_empty"] == 1
+    assert e["sampled"]["value"] == pytest.approx((math.log(2) + math.log(4)) / 2)
+    assert e["kept"]["value"] == pytest.approx(math.log(2))
+    assert e["change"]["value"] == pytest.approx(-math.log(2) / 2)
+    assert e["change"]["ci_low"] == pytest.approx(-math.log(2)) and e["change"]["ci_high"] == pytest.approx(0)
+    # weights weigh the answers: q keeps a with 3 and b with 1
+    weighted = answer_entropy_per_prompt(rows, np.array([0] * 4 + [3, 1, 0, 0] + [0, 0], dtype=float))
+    assert weighted["q"] == pytest.approx(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25)))
+    assert math.isnan(weighted["p"]) and math.isnan(weighted["r"])
+    # all samples weighted alike: the sampled entropy of the diversity metrics
+    np.testing.assert_allclose(
+        answer_entropy_per_prompt(rows).to_numpy(), diversity_per_prompt(rows)["answer_entropy"].to_numpy()
+    )
+    # one sample, kept: entropy 0 on both sides
+    single = kept_answer_entropy(frame({"p": [1]}, answer=["3"]), np.ones(1), n_boot=10)
+    assert single["sampled"]["value"] == single["kept"]["value"] == 0.0 and single["prompts"] == 1
+
+
+def test_auroc_difference_is_paired():
+    rows = frame({f"p{i}": [1, 0, 0] for i in range(6)})
+    rows["score_good"] = [0.9, 0.1, 0.2] * 6
+    rows["score_coin"] = [0.5, 0.5, 0.5] * 6
+    d = auroc_difference(rows, "good", "coin", n_boot=200)
+    assert d["value"] == pytest.approx(0.5)
+    # every resample holds both verifiers on the same prompts: the difference never varies here
+    assert d["ci_low"] == pytest.approx(0.5) and d["ci_high"] == pytest.approx(0.5)
+
+
 # ---------------------------------------------------------------- JSON
 
 
@@ -375,6 +494,14 @@ def test_summarize_gives_every_headline_number_an_interval():
     assert all(ci <= set(v) for v in m["pass_at_k"].values())
     assert ci <= set(m["verifiers"]["mc"]["kept_precision"]) and ci <= set(m["verifier_auroc_per_prompt"])
     assert all(ci <= set(v) for v in m["answer_diversity"].values())
+    recall, entropy = m["rare_answer_recall"], m["kept_answer_entropy"]
+    assert list(recall) == [*ANSWER_SHARE_BUCKETS, "all"] and all(
+        ci <= set(b["recall"]) for b in recall.values()
+    )
+    assert recall["all"]["correct"] == int(rows["correct"].sum())
+    assert recall["all"]["kept"] == int((rows["correct"] & rows["kept_mc"]).sum())
+    assert ci <= set(entropy["change"]) and entropy["prompts"] + entropy["prompts_empty"] == 12
+    assert recall == m["verifiers"]["mc"]["rare_answer_recall"]
     assert m["ci"] == {"method": "percentile", "confidence": 0.8, "n_boot": 100, "resampled": "prompts"}
     pp = m["per_prompt"]
     assert pp["prompt_id"] == sorted(pp["prompt_id"]) and len(pp["n"]) == 12

@@ -5,12 +5,21 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from core.errors import UserError
-from eval.answers import extract_answer, last_boxed, last_number
+from eval.answers import (
+    extract_answer,
+    last_boxed,
+    last_grid,
+    last_number,
+    qa_match,
+    read_grid,
+    squad_normalize,
+)
 from eval.prompts import build_prompt, resolve_prompt_style
 from eval.tasks import TASKS, Problem, build_task
 from trainer.config import TaskConfig
@@ -329,6 +338,158 @@ def test_file_task_user_errors(tmp_path):
         file_task(path, test_size=10)
     with pytest.raises(UserError, match=r"task\.checker"):
         file_task(path, checker="task")
+
+
+# ---------------------------------------------------------------- open-domain QA: lists of gold answers
+
+
+@pytest.mark.parametrize(
+    "pred, golds, expected",
+    [
+        ("Paris", ["Paris"], True),
+        ("paris.", ["Paris"], True),  # case and punctuation
+        ("The Pacific Ocean", ["Pacific Ocean", "Pacific"], True),  # the article
+        ("  the   pacific  ", ["Pacific"], True),  # spacing
+        ("An apple", ["apple"], True),
+        ("Mt. Everest", ["Mt Everest"], True),
+        ("U.S.A.", ["USA"], True),  # punctuation is deleted, not spaced (SQuAD)
+        ("Côte d’Ivoire", ["Côte d'Ivoire"], True),  # a curly apostrophe is punctuation too
+        ("rock-and-roll", ["rock and roll"], False),  # ... so a hyphen joins what it separates
+        ("Theodore", ["the odore"], False),  # "the" only as a whole word
+        ("Pacific Ocean", ["Atlantic", "Pacific"], False),  # exact: no partial credit
+        ("the", ["The"], False),  # nothing left after normalising matches nothing
+        (".", ["", "."], False),
+        ("", ["Paris"], False),
+        (None, ["Paris"], False),
+        ("Leonardo", ["Leonardo da Vinci", "da Vinci", "Leonardo"], True),  # any of the list
+        ("8", ["8", "eight"], True),
+        ("eight", ["8", "eight"], True),
+        ("8.0", ["8"], False),  # exact match, not numeric equality
+    ],
+)
+def test_qa_match_squad_normalisation(pred, golds, expected):
+    assert qa_match(pred, golds) is expected
+
+
+def test_squad_normalize():
+    assert squad_normalize("The  Quick, Brown   FOX!") == "quick brown fox"
+    assert squad_normalize("a an the") == ""
+    assert squad_normalize("Straße") == "strasse"  # casefold
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_file_task_gold_answer_lists(tmp_path, fmt):
+    rows = [
+        {"q": "Largest ocean?", "a": ["Pacific Ocean", "Pacific"]},
+        {"q": "Legs of a spider?", "a": ["8", "eight"]},
+        {"q": "Capital of Italy?", "a": "Rome"},  # a single answer beside lists
+        {"q": "Symbol of gold?", "a": ["Au"]},
+    ]
+    path = tmp_path / f"qa.{fmt}"
+    if fmt == "jsonl":
+        write_jsonl(path, rows)
+    else:
+        pd.DataFrame(rows[:2] + [{**rows[2], "a": ["Rome"]}] + rows[3:]).to_parquet(
+            path
+        )  # one type per column
+    task = file_task(path, test_size=4, train_size=0)
+    by_q = {p.question: p for p in task.problems("test")}
+    ocean = by_q["Largest ocean?"]
+    assert ocean.answer == "Pacific Ocean" and ocean.meta["answers"] == ["Pacific Ocean", "Pacific"]
+    assert task.check(task.extract_answer("Answer: the Pacific."), ocean)
+    assert task.check(task.extract_answer("Answer: PACIFIC OCEAN"), ocean)
+    assert not task.check(task.extract_answer("Answer: Atlantic"), ocean)
+    spider = by_q["Legs of a spider?"]
+    assert task.check(task.extract_answer("Answer: Eight"), spider) and task.check("8", spider)
+    assert not task.numeric  # the first golds are words and numbers alike: answers stay text
+    assert task.check(task.extract_answer("Answer: rome"), by_q["Capital of Italy?"])
+    assert task.check("au", by_q["Symbol of gold?"]) and not task.check("Ag", by_q["Symbol of gold?"])
+    # the checker can be chosen: exact (no article stripping) against any gold, or qa for single answers
+    exact = file_task(path, test_size=4, train_size=0, checker="exact")
+    ocean = {p.question: p for p in exact.problems("test")}["Largest ocean?"]
+    assert exact.check("pacific", ocean) and not exact.check("the Pacific", ocean)
+    single = write_jsonl(tmp_path / "single.jsonl", [{"q": "Largest ocean?", "a": "Pacific"}])
+    qa = file_task(single, test_size=1, train_size=0, checker="qa")
+    assert qa.check("The Pacific!", qa.problems("test")[0])
+    assert not file_task(single, test_size=1, train_size=0).check("The Pacific!", qa.problems("test")[0])
+
+
+def test_file_task_empty_gold_lists_are_user_errors(tmp_path):
+    for golds, why in (([], "is empty"), (["Paris", " "], "holds an empty answer")):
+        path = write_jsonl(
+            tmp_path / "qa.jsonl", [{"q": "Capital of France?", "a": ["Paris"]}, {"q": "x?", "a": golds}]
+        )
+        with pytest.raises(UserError, match=rf"qa\.jsonl: line 2 has a gold-answer list 'a' .* {why}"):
+            file_task(path, test_size=1, train_size=0)
+
+
+def test_shipped_open_qa_file():
+    """recipes/data/open_qa.jsonl as gap_open_qa.yaml reads it: 60 distinct questions, each gold list
+    non-empty and matching itself, and every split the config asks for."""
+    from trainer.config import GapConfig, load_config
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_config(GapConfig, ["--config", str(root / "recipes/configs/gap_open_qa.yaml")])
+    cfg.task.path = str(root / cfg.task.path)
+    task = build_task(cfg.task, seed=cfg.seed)
+    problems = task.problems("test") + task.problems("train") + task.problems("shots")
+    assert len(problems) == len(task._rows) == 60 and len({p.question for p in problems}) == 60
+    for p in problems:
+        assert p.meta["answers"] and p.answer == p.meta["answers"][0]
+        assert all(task.check(task.extract_answer(f"Answer: {g}"), p) for g in p.meta["answers"]), p
+
+
+# ---------------------------------------------------------------- grid answers (sudoku)
+
+
+@pytest.mark.parametrize(
+    "name, options", [("mini_sudoku", {"min_empty": 4, "max_empty": 8}), ("sudoku", RG_TASKS["sudoku"])]
+)
+def test_grid_answers_on_real_reasoning_gym_items(name, options):
+    task = build_task(TaskConfig(name=name, test_size=3, train_size=0, options=options), seed=0)
+    size = 4 if name == "mini_sudoku" else 9
+    assert task.grid == size and task.multiline
+    scorer = task._dataset("test")
+    for p in task.problems("test"):
+        grid = p.answer
+        rows = grid.splitlines()
+        assert len(rows) == size and scorer.score_answer(grid, p.meta["entry"]) == 1.0
+        compact = "\n".join(r.replace(" ", "") for r in rows)
+        barred = "\n".join(" | ".join(r.split()) for r in rows)
+        half = size // 2
+        blocks = "\n".join(rows[:half]) + "\n" + "-" * (2 * size) + "\n" + "\n".join(rows[half:])
+        for layout in (grid, compact, barred, blocks):
+            # reasoning-gym's scorer gives such layouts 0.9 of full marks; read cell by cell, they are right
+            answer = task.extract_answer(f"Let me fill it in.\nAnswer:\n{layout}\n\nDone.")
+            assert answer == grid and task.check(answer, p), layout
+        assert task.check(task.extract_answer(f"**Answer:**\n```\n{grid}\n```"), p)
+        # without an Answer: line, the last grid of a finished completion
+        assert task.extract_answer(f"Thinking...\n{compact}\nThat is my solution.") == grid
+        assert task.extract_answer(f"Thinking...\n{compact}", finished=False) is None
+        # one wrong cell, an empty cell, a missing row: wrong
+        wrong = grid.replace(grid[0], str(int(grid[0]) % size + 1), 1)
+        assert not task.check(task.extract_answer(f"Answer:\n{wrong}"), p)
+        holed = "_" + grid[1:]
+        assert not task.check(task.extract_answer(f"Answer:\n{holed}"), p)
+        assert not task.check(task.extract_answer("Answer:\n" + "\n".join(rows[:-1])), p)
+    # a grid the model restates with empty cells before solving is no answer; the solved one after it is
+    p = task.problems("test")[0]
+    puzzle = "\n".join(
+        " ".join("_" if i == 0 else c for i, c in enumerate(r.split())) for r in p.answer.splitlines()
+    )
+    assert task.extract_answer(f"The puzzle:\n{puzzle}\nSolved:\n{p.answer}") == p.answer
+    assert task.extract_answer(f"The puzzle:\n{puzzle}") is None
+
+
+def test_read_grid_and_last_grid():
+    g = "1 2 3 4\n3 4 1 2\n2 1 4 3\n4 3 2 1"
+    assert read_grid("1,2,3,4\n3,4,1,2\n2,1,4,3\n4,3,2,1", 4) == g
+    assert read_grid("[1, 2, 3, 4]\n[3, 4, 1, 2]\n[2, 1, 4, 3]\n[4, 3, 2, 1]", 4) == g
+    assert read_grid("Row 1: 1 2 3 4\n3 4 1 2\n2 1 4 3\n4 3 2 1", 4) is None  # words among the rows
+    assert read_grid(g + "\n1 2 3 4", 4) is None and read_grid("", 4) is None
+    assert last_grid(f"first try:\n{g.replace('1', '2')}\nfixed:\n{g}\n", 4) == g
+    assert last_grid("1 2 3 4\n3 4 1 2\n2 1 4 3", 4) is None
+    assert build_task(TaskConfig(name="countdown", test_size=1, train_size=0), seed=0).grid is None
 
 
 # ---------------------------------------------------------------- hub tasks

@@ -399,6 +399,11 @@ def test_cot_score_averages_samples_and_rescales(tokenizer):
     np.testing.assert_allclose(result.scores, [(7 - 1) / 9] * 2)  # mean of 10 and 4; the third abstains
     assert result.extra == {"unparseable": 2, "calls": 6}
     assert result.tokens == prompt_tokens(tokenizer, sampler.prompts[:2]) * 3 + sampler.generated
+    # each sampled verification's own score (rescaled; NaN: abstained) and cost, in sampling order
+    np.testing.assert_allclose(result.verdicts, [[1.0, 3 / 9, np.nan]] * 2)
+    own = [prompt_tokens(tokenizer, [p]) for p in sampler.prompts[:2]]
+    assert result.verdict_tokens.tolist() == [[t + 3, t + 4, t + 5] for t in own]  # prompt + generated
+    assert result.verdict_tokens.sum() == result.tokens
     raw = verifier(
         {**spec, "options": {**spec["options"], "normalize": False, "unparseable": "reject"}},
         ScriptedSampler(lambda p, k: replies[k]),

@@ -41,6 +41,7 @@ __all__ = [
     "SaturationConfig",
     "TaskConfig",
     "VerifierConfig",
+    "VerifyComputeConfig",
     "from_dict",
     "load_config",
     "merge",
@@ -159,6 +160,94 @@ class CrossVerifyConfig:
 
         with problems.check():
             check_verifier(self.verifier, "verifier")
+        with problems.check():
+            check_token_budget(self)
+        with problems.check():
+            check_intervals(self)
+        problems.raise_any()
+
+
+# The strategies that sample several verifications per generation and average them.
+SAMPLED_VERDICTS = ("cot_binary", "cot_score")
+
+
+@dataclass
+class VerifyComputeConfig:
+    """recipes/verify_compute.py: the gap against the number of verifications averaged per generation."""
+
+    model: str = knob(
+        DEFAULT_MODEL, "the model: an embedded alias, a local HF model dir, a .gguf file or a hub id"
+    )
+    task: TaskConfig = knob(factory=TaskConfig, help="")
+    sampling: SamplingConfig = knob(factory=SamplingConfig, help="")
+    engine: EngineConfig = knob(factory=EngineConfig, help="")
+    verifier: VerifierConfig = knob(
+        factory=lambda: VerifierConfig("cot_binary", n_shots=2, options={"temperature": 0.7}),
+        help="the strategy whose sampled verifications are averaged: cot_binary | cot_score",
+    )
+    verdicts: int = knob(8, "verifications sampled per generation, once (the verifier's options.samples)")
+    ks: list[int] = knob(
+        factory=lambda: [1, 2, 4, 8],
+        help="verifications averaged per generation: the first k of the sampled ones, for each k",
+    )
+    filters: list[FilterConfig] = knob(
+        factory=lambda: [FilterConfig("threshold", tau=0.5), FilterConfig("quantile", q=0.5)],
+        help="each k is filtered by each of these (the scores are the same; only the kept sets differ)",
+    )
+    seed: int = knob(0, "seeds the data, the sampling and every bootstrap")
+    output_dir: str = knob("runs/verify_compute", "where the run's files go; the same command resumes")
+    bootstrap: int = knob(1000, "bootstrap resamples (over prompts) for every interval; 0: none")
+    confidence: float = knob(0.95, "the confidence level of every interval")
+    ci_method: str = knob("percentile", "percentile | bca (bias-corrected and accelerated)")
+
+    @property
+    def sampled_verifier(self) -> VerifierConfig:
+        """The verifier as it runs: `verdicts` samples per generation."""
+        import dataclasses
+
+        return dataclasses.replace(self.verifier, options={**self.verifier.options, "samples": self.verdicts})
+
+    @property
+    def verifiers(self) -> list[VerifierConfig]:
+        return [self.sampled_verifier]
+
+    def validate(self, key: str = "") -> None:
+        problems = Problems()
+        if self.verifier.name not in SAMPLED_VERDICTS:
+            problems.add(
+                f"verifier.name: '{self.verifier.name}' gives one score per generation; choose a strategy "
+                f"that samples verdicts: {', '.join(SAMPLED_VERDICTS)}"
+            )
+        if "samples" in self.verifier.options:
+            problems.add("verifier.options.samples: set by `verdicts` (how many are sampled); remove it")
+        if self.verdicts < 1:
+            problems.add(f"verdicts: must be >= 1, got {self.verdicts}")
+        if not self.ks:
+            problems.add("ks: list at least one number of verifications, e.g. [1, 2, 4, 8]")
+        elif sorted(set(self.ks)) != list(self.ks) or not all(1 <= k <= self.verdicts for k in self.ks):
+            problems.add(
+                f"ks: must rise strictly, each between 1 and verdicts ({self.verdicts}), got {list(self.ks)}"
+            )
+        if not self.filters:
+            problems.add("filters: list at least one filter, e.g. [{name: threshold, tau: 0.5}]")
+        labels = [f.label for f in self.filters]
+        for i, label in enumerate(labels):
+            if label in labels[:i]:
+                problems.add(f"filters.{i}: the same filter as an earlier one ({label})")
+            if self.filters[i].name == "random":
+                problems.add(
+                    f"filters.{i}.name: the random control draws no scores; use threshold or quantile"
+                )
+        if not problems.messages:
+            from trainer.verifiers import check_verifier
+
+            with problems.check():
+                check_verifier(self.sampled_verifier, "verifier")
+            if self.verifier.n_shots > self.task.shots_size and not self.verifier.options.get("examples"):
+                problems.add(
+                    f"verifier.n_shots: {self.verifier.n_shots} worked examples need as many problems set "
+                    f"aside, but task.shots_size is {self.task.shots_size}; raise task.shots_size"
+                )
         with problems.check():
             check_token_budget(self)
         with problems.check():

@@ -42,6 +42,12 @@ class FilterConfig:
     tau: float = knob(0.5, "threshold: keep scores >= tau")
     reference: str = knob("quantile", "random: keep as many per prompt as this filter would (with q / tau)")
 
+    @property
+    def label(self) -> str:
+        """`quantile0.5`, `threshold0.5`, `tournament`: the filter named with the knob it turns."""
+        knob = {"quantile": self.q, "threshold": self.tau}.get(self.name)
+        return f"{self.name}{knob:g}" if knob is not None else self.name
+
     def validate(self, key: str) -> None:
         one_of(f"{key}.name", self.name, FILTERS)
         one_of(f"{key}.reference", self.reference, tuple(REFERENCES))

@@ -24,7 +24,7 @@ from accelerate.utils import gather_object
 from core.config import to_dict
 from core.io import read_json, write_json, write_parquet, write_text
 from eval.gap import confidence_label, fmt_ci, summarize
-from eval.metrics import verifier_metrics
+from eval.metrics import json_safe, verifier_metrics
 from eval.report import write_report
 from eval.saturation import judge as saturation_judge
 from trainer.config import CompareConfig, IterateConfig
@@ -182,6 +182,7 @@ class Study:
             "train_accuracy": on_train["generation_utility"],
             "kept_precision": on_train["kept_precision"],
             "train_gap": on_train["gap"],
+            **json_safe({key: on_train[key] for key in ("rare_answer_recall", "kept_answer_entropy")}),
             "verification_tokens": sum(c["tokens"] for c in costs.values()),
         }
         if len(distilled) == 0:

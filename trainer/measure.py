@@ -1,10 +1,12 @@
-"""Measuring the gap: one model on one task (recipes/measure_gap.py), and a generator × verifier
-matrix of models (recipes/cross_verify.py), each stage written atomically and reused on a re-run.
+"""Measuring the gap: one model on one task (recipes/measure_gap.py), a generator × verifier matrix
+of models (recipes/cross_verify.py), and the gap against verification compute
+(recipes/verify_compute.py), each stage written atomically and reused on a re-run.
 
     metrics = measure_gap(cfg)         # <output_dir>/generations.parquet, verification.parquet, metrics.json
     records = cross_verify(cfg)        # <output_dir>/<generator>/<verifier model>/..., gap_table.{md,json}
+    records = verify_compute(cfg)      # <output_dir>/..., compute_table.{md,json}, plots/verify_compute.png
 
-Both are the same three stages (trainer/stages.py): generate → verify → select, then `summarize`.
+All are the same three stages (trainer/stages.py): generate → verify → select, then `summarize`.
 """
 
 from __future__ import annotations
@@ -14,16 +16,18 @@ import re
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from core.config import to_dict
 from core.io import read_json, write_json, write_parquet, write_text
 from eval.gap import summarize, unparseable
-from trainer.config import CrossVerifyConfig, GapConfig
+from trainer.config import CrossVerifyConfig, GapConfig, VerifyComputeConfig
 from trainer.models import resolve_model
 from trainer.run import check_resume, prepare_prompts, seed_everything
 from trainer.stages import OneEngine, VerifierPool, generate_rows, select_rows, verify_rows
 from trainer.study import engine_dtype, study_metadata
+from trainer.verifiers.base import VerifierConfig
 from trainer.verifiers.ensemble import add_shared_member_costs
 
 # Keys that change only the summary, not the stages: they may differ on resume.
@@ -237,3 +241,163 @@ def _write_matrix(cfg: CrossVerifyConfig, out: Path, records: list[dict]) -> Non
         matrix_markdown(records, head) + "\n![gap heatmap](plots/cross_verify_gap.png)\n",
     )
     plot_cross_verify(records, generators, verifiers, out / "plots" / "cross_verify_gap.png")
+
+
+# ---------------------------------------------------------------- verification compute
+
+# verify_compute may also change which k's it reports and how it filters: both only re-read the
+# sampled verdicts.
+COMPUTE_SUMMARY_ONLY = (*GAP_SUMMARY_ONLY, "ks", "filters")
+
+
+def first_k_scores(verdicts: pd.Series, k: int) -> np.ndarray:
+    """Each row's score from its first k sampled verifications: the mean of the parsed ones (NaN when
+    none of the k parsed), the rule the verifier applies to all of them (trainer/verifiers/cot.py)."""
+    first = (
+        np.stack([np.asarray(v, dtype=float)[:k] for v in verdicts]) if len(verdicts) else np.zeros((0, k))
+    )
+    parsed = ~np.isnan(first)
+    sums = np.where(parsed, first, 0.0).sum(axis=1)
+    counts = parsed.sum(axis=1)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def first_k_tokens(verdict_tokens: pd.Series, k: int) -> int:
+    """The tokens the first k verifications of every row cost (each: its prompt + what it generated)."""
+    return int(sum(int(np.asarray(t)[:k].sum()) for t in verdict_tokens))
+
+
+def verify_compute(cfg: VerifyComputeConfig, log=print) -> list[dict]:
+    """generate → verify (`verdicts` sampled verifications per generation, once) → select under each k
+    (the mean of the first k verdicts) and each filter → the gap, AUROC and cost of every k, with the
+    paired difference from the smallest k; the oracle under the same filter as the ceiling. One record
+    per (filter, k), in `cfg.filters` order."""
+    seed_everything(cfg.seed)
+    out = Path(cfg.output_dir)
+    check_resume(out, out / "config.json", to_dict(cfg), COMPUTE_SUMMARY_ONLY)
+    write_json(out / "config.json", to_dict(cfg))
+    if not (out / "run.json").exists():
+        write_json(out / "run.json", study_metadata(to_dict(cfg)))
+    timings = read_json(out / "timings.json") if (out / "timings.json").exists() else {}
+    model_dir = resolve_model(cfg.model)
+    task, problems, prompts, shots = prepare_prompts(cfg.task, model_dir, "test", cfg.seed)
+    vcfg = cfg.sampled_verifier
+    log(
+        f"{cfg.model} on {task.name}: {len(problems)} prompts x {cfg.sampling.n} samples, "
+        f"{cfg.verdicts} {vcfg.name} verifications each"
+    )
+    engine = OneEngine(cfg.engine, cfg.seed)
+    try:
+        rows = _stage(
+            out / "generations.parquet",
+            timings,
+            "generate",
+            out,
+            log,
+            lambda: generate_rows(engine.get(model_dir), task, problems, prompts, cfg.sampling, cfg.seed),
+        )
+        ver_path, cost_path = out / "verification.parquet", out / "verification_costs.json"
+        if ver_path.exists() and cost_path.exists():
+            rows, costs = pd.read_parquet(ver_path), read_json(cost_path)
+            log(f"reusing {ver_path}")
+        else:
+            clock = time.perf_counter()
+            pool = VerifierPool(engine.get(model_dir), model_dir, cfg.engine, task, shots, cfg.seed)
+            try:
+                rows, costs = verify_rows(rows, [vcfg], pool, keys=["verifier"])
+            finally:
+                pool.close()
+            write_json(cost_path, costs)
+            write_parquet(ver_path, rows)
+            timings["verify"] = round(time.perf_counter() - clock, 1)
+            write_json(out / "timings.json", timings)
+    finally:
+        engine.close()
+    vid = vcfg.id or vcfg.name
+    verdicts, verdict_tokens = rows[f"verdicts_{vid}"], rows[f"verdict_tokens_{vid}"]
+    ids, k_costs = [f"k{k}" for k in cfg.ks], {}
+    for k in cfg.ks:
+        rows[f"score_k{k}"] = first_k_scores(verdicts, k)
+        k_costs[f"k{k}"] = {
+            "tokens": first_k_tokens(verdict_tokens, k),
+            "calls": len(rows) * k,
+            # abstentions among the first k (under `unparseable: reject|accept` a failed verdict is scored)
+            "unparseable": int(sum(np.isnan(np.asarray(v, dtype=float)[:k]).sum() for v in verdicts)),
+        }
+    rows["score_oracle"] = rows["correct"].astype(float)  # the ceiling, under each filter
+    per_k = [VerifierConfig(vcfg.name, id=i) for i in ids] + [VerifierConfig("oracle")]
+    metrics = {"filters": {}}
+    records, selection = [], rows.drop(columns="kept", errors="ignore")
+    for filt in cfg.filters:
+        label = filt.label
+        kept = select_rows(rows, per_k, filt, cfg.seed)
+        summary = summarize(kept, [*ids, "oracle"], k_costs, **boot(cfg))
+        metrics["filters"][label] = summary
+        records += [{"filter": label, **r} for r in compute_records(kept, summary, ids, boot(cfg))]
+        for i in [*ids, "oracle"]:
+            selection[f"kept_{i}_{label}"] = kept[f"kept_{i}"]
+    write_parquet(out / "selection.parquet", selection)
+    metrics.update(
+        config=to_dict(cfg),
+        engine_dtype=engine_dtype(to_dict(cfg)),
+        seconds={**timings, "total": round(sum(timings.values()), 1)},
+        compute=records,
+    )
+    write_json(out / "metrics.json", metrics)
+    _write_compute(cfg, out, records, task.name)
+    return records
+
+
+def compute_records(rows: pd.DataFrame, metrics: dict, ids: list[str], boot: dict) -> list[dict]:
+    """One record per k (`ids`: k1, k2, ...) and the oracle: gap, relative gap, AUROC, kept precision,
+    tokens, and for each k after the first its paired difference from the first (the same
+    generations; the same prompts in every resample)."""
+    from eval.metrics import auroc_difference, json_safe, paired_difference_ci
+
+    pp = metrics["per_prompt"]
+    gen = np.array(pp["correct"], dtype=float) / np.array(pp["n"], dtype=float)
+    open_ = gen < 1
+    ver = {i: np.array(pp["verification_utility"][i], dtype=float) for i in pp["verification_utility"]}
+    relative = {i: (v[open_] - gen[open_]) / (1 - gen[open_]) for i, v in ver.items()}
+    paired = {key: boot[key] for key in ("n_boot", "confidence", "seed")}
+    base = ids[0]
+    records = []
+    for i in [*ids, "oracle"]:
+        vm = metrics["verifiers"][i]
+        record = {
+            "verifier": i,
+            "k": int(i[1:]) if i != "oracle" else None,
+            **{key: vm[key] for key in ("generation_utility", "verification_utility", "gap", "relative_gap")},
+            "auroc": vm["auroc"],
+            "auroc_per_prompt": vm["auroc_per_prompt"],
+            "kept": vm["kept"],
+            "kept_precision": vm["kept_precision"],
+            "prompts_empty_filter": vm["prompts_empty_filter"],
+            "unparseable": vm.get("verification_unparseable", 0),
+            "verification_tokens": vm.get("verification_tokens", 0),
+            "tokens_per_generation": vm.get("verification_tokens", 0) / max(len(rows), 1),
+        }
+        if i in ids[1:]:
+            record[f"gap_vs_{base}"] = paired_difference_ci(ver[i], ver[base], **paired)
+            record[f"relative_gap_vs_{base}"] = paired_difference_ci(relative[i], relative[base], **paired)
+            record[f"auroc_vs_{base}"] = auroc_difference(rows, f"score_{i}", f"score_{base}", **boot)
+        records.append(json_safe(record))
+    return records
+
+
+def _write_compute(cfg: VerifyComputeConfig, out: Path, records: list[dict], task_name: str) -> None:
+    from eval.gap import compute_markdown
+    from eval.plots import plot_verify_compute
+
+    write_json(out / "compute_table.json", records)
+    head = (
+        f"# Verification compute: {cfg.verifier.name} on {task_name}\n\n{cfg.model}: {cfg.task.test_size} "
+        f"test prompts x {cfg.sampling.n} samples, {cfg.verdicts} verifications sampled per sample; k = the "
+        f"first k averaged; filters {', '.join(f.label for f in cfg.filters)}; "
+        f"{cfg.confidence * 100:g}% bootstrap CIs over prompts, differences paired on the same prompts."
+    )
+    write_text(
+        out / "compute_table.md",
+        compute_markdown(records, head) + "\n![gap against verification compute](plots/verify_compute.png)\n",
+    )
+    plot_verify_compute(records, out / "plots" / "verify_compute.png")

@@ -100,7 +100,9 @@ def verify_rows(
     keys: list[str] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, dict]]:
     """Add a score column per verifier; return the rows and each verifier's cost. `keys` are the
-    verifiers' config keys that run-time errors name (default `verifiers.<i>`)."""
+    verifiers' config keys that run-time errors name (default `verifiers.<i>`). A verifier that samples
+    its verifications (cot_binary, cot_score) also adds each one's score and token cost as list columns
+    `verdicts_<id>` and `verdict_tokens_<id>` (score_<id> is the mean of the parsed ones)."""
     rows = rows.copy()
     costs = {}
     for i, cfg in enumerate(verifiers):
@@ -109,6 +111,10 @@ def verify_rows(
         start = time.perf_counter()
         result: VerifierResult = verifier.score(rows)
         rows[cfg.column] = np.asarray(result.scores, dtype=float)
+        if result.verdicts is not None:
+            vid = cfg.id or cfg.name
+            rows[f"verdicts_{vid}"] = [np.asarray(v, dtype=float) for v in result.verdicts]
+            rows[f"verdict_tokens_{vid}"] = [np.asarray(t, dtype=int) for t in result.verdict_tokens]
         costs[cfg.id or cfg.name] = {
             "tokens": int(result.tokens),
             "seconds": round(result.seconds or time.perf_counter() - start, 3),

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.errors import UserError
+from eval.metrics import ANSWER_SHARE_BUCKETS
 
 
 def flatten(metrics: dict, prefix: str = "") -> dict[str, float]:
@@ -32,8 +33,10 @@ class Tracker:
 
     Besides the scalars (every metric flattened, with its CI bounds), each round logs the pass@k curve
     of every round so far as one line-series chart (k on the x axis, a line per round: effective
-    diversity collapsing shows as the curves crossing), and a table of sample generations. Runs of
-    one comparison share a W&B `group`.
+    diversity collapsing shows as the curves crossing), the held-out recall on correct samples by how
+    common their answer is as another (answer-share bucket on the x axis, a line per round: a verifier
+    that fails on rare correct answers shows as a curve rising to the right), and a table of sample
+    generations. Runs of one comparison share a W&B `group`.
     """
 
     def __init__(
@@ -48,6 +51,7 @@ class Tracker:
     ):
         self.run = None
         self.curves: dict[int, dict[int, float]] = {}  # round -> {k: pass@k}
+        self.recalls: dict[int, list[float | None]] = {}  # round -> held-out recall per answer-share bucket
         if report_to == "none":
             return
         if report_to != "wandb":
@@ -88,13 +92,26 @@ class Tracker:
             title="held-out pass@k by round",
             xname="k",
         )
+        if self.recalls:
+            data["rare_answer_recall_curves"] = wandb.plot.line_series(
+                xs=list(range(1, len(ANSWER_SHARE_BUCKETS) + 1)),
+                ys=[self.recalls[t] for t in sorted(self.recalls)],
+                keys=[f"round {t}" for t in sorted(self.recalls)],
+                title="held-out recall on correct samples by answer share (1 singleton, 2 ≤25%, 3 ≤50%, 4 >50%)",
+                xname="answer share bucket",
+            )
         self.run.log(data, step=round_idx)
 
     def remember(self, round_idx: int, metrics: dict) -> None:
-        """Keep a round's pass@k curve for the chart (also a round finished before a resume)."""
+        """Keep a round's pass@k and recall curves for the charts (also a round finished before a resume)."""
         self.curves[round_idx] = {
             int(k): v.get("value") if isinstance(v, dict) else v for k, v in metrics["pass_at_k"].items()
         }
+        recall = metrics.get("rare_answer_recall")
+        if recall:
+            self.recalls[round_idx] = [
+                ((recall.get(b) or {}).get("recall") or {}).get("value") for b in ANSWER_SHARE_BUCKETS
+            ]
 
     def log_summary(self, summary: dict) -> None:
         if self.run is not None:

@@ -44,6 +44,11 @@ class VerifierResult:
     tokens: int = 0  # tokens the verifier processed (prompt + generated), for compute-matched comparisons
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)  # strategy-specific diagnostics
+    # Strategies that sample several verifications per row (cot_binary, cot_score): rows × samples,
+    # each sampled verification's own score (NaN: abstained) and the tokens it cost (its prompt + the
+    # tokens it generated), in sampling order, so any first-k subset can be rescored without the model.
+    verdicts: np.ndarray | None = None
+    verdict_tokens: np.ndarray | None = None
 
 
 @dataclass
@@ -104,5 +109,9 @@ class Verifier:
         return text
 
     def count_tokens(self, texts: list[str]) -> int:
+        return int(self.token_counts(texts).sum())
+
+    def token_counts(self, texts: list[str]) -> np.ndarray:
+        """The tokens of each text, as the verifier's model reads it (no special tokens added)."""
         enc = self.ctx.tokenizer(texts, add_special_tokens=False)["input_ids"]
-        return int(sum(len(ids) for ids in enc))
+        return np.array([len(ids) for ids in enc], dtype=int)

@@ -198,9 +198,10 @@ class PromptedVerifier(Verifier):
         prefix = "".join(f"{self.fill(f).strip()}\n{self.cue} {r.strip()}\n\n" for f, r in shots)
         return [f"{prefix}{self.fill(f).strip()}\n{self.cue}" for f in fields]
 
-    def sample(self, prompts: list[str]) -> tuple[list[list[str]], int, float]:
+    def sample(self, prompts: list[str]) -> tuple[list[list[str]], np.ndarray, float]:
         """`samples` verification texts per prompt (cut where a base model starts a new example),
-        the tokens spent (prompt tokens of every sample + generated tokens) and the seconds taken."""
+        the tokens each one cost (prompts × samples: its prompt's tokens + the tokens it generated) and
+        the seconds taken."""
         s = self.sampling
         start = time.perf_counter()
         outs = self.ctx.sampler.generate(
@@ -214,8 +215,10 @@ class PromptedVerifier(Verifier):
         seconds = time.perf_counter() - start
         markers = [self.marker, f"\n{self.cue}"]
         texts = [[cut_at(c.text, markers) for c in comps] for comps in outs]
-        tokens = self.count_tokens(prompts) * s.samples + sum(c.n_tokens for comps in outs for c in comps)
-        return texts, int(tokens), seconds
+        generated = np.array([[c.n_tokens for c in comps] for comps in outs], dtype=int).reshape(
+            len(prompts), -1
+        )
+        return texts, self.token_counts(prompts)[:, None] + generated, seconds
 
 
 def example_answers(problem, i: int, task) -> tuple[bool, str, str]:
@@ -270,9 +273,11 @@ class _CoTVerifier(PromptedVerifier):
         scores = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)  # mean of the parsed samples
         return VerifierResult(
             scores=self.finish(scores),
-            tokens=tokens,
+            tokens=int(tokens.sum()),
             seconds=seconds,
             extra={"unparseable": int(unparseable), "calls": int(per_sample.size)},
+            verdicts=self.finish(per_sample),
+            verdict_tokens=tokens,
         )
 
 

@@ -245,7 +245,7 @@ class TournamentVerifier(PromptedVerifier):
     def _judge_cot(self, prompts: list[str], stats: dict) -> list[float]:
         """Both orders of each pair (consecutive prompts): the share of parsed votes for the first entry."""
         texts, tokens, seconds = self.sample(prompts)
-        stats["tokens"] += tokens
+        stats["tokens"] += int(tokens.sum())
         stats["seconds"] += seconds
         choices = [parse_choice(t[0], LABELS) for t in texts]
         stats["unparseable"] += sum(c is None for c in choices)
