@@ -14,7 +14,7 @@ import pytest
 
 from core.errors import UserError
 from tests.conftest import ROOT
-from trainer.models import _embedded_gguf, resolve_model
+from trainer.models import _packaged_gguf, resolve_model
 
 
 def _sha1(path: Path) -> str:
@@ -50,7 +50,7 @@ def test_concurrent_conversion_of_a_local_gguf(tmp_path, smollm2_dir, monkeypatc
     The file is the packaged model's GGUF, passed as a local path: this covers local `.gguf` files, and
     the result must equal the embedded alias's conversion byte for byte.
     """
-    gguf = _embedded_gguf("smollm2-135m-instruct")
+    gguf = _packaged_gguf("smollm2-135m-instruct", tmp_path)
     cache = tmp_path / "cache"
     env = {**os.environ, "MINDGAP_CACHE": str(cache), "TOKENIZERS_PARALLELISM": "false"}
     code = "import sys; from trainer.models import resolve_model; print(resolve_model(sys.argv[1]))"

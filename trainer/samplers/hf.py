@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import inspect
+from collections.abc import Sequence
 from pathlib import Path
 
 from core.errors import UserError
@@ -62,6 +63,12 @@ def load_causal_lm(model_dir: Path, dtype: str, device: str = "cpu"):
             f"{str(e).splitlines()[0] if str(e) else ''}"
         ) from None
     return model.to(device).eval()
+
+
+def _stop_at(text: str, stop: Sequence[str]) -> int | None:
+    """Where the first of the `stop` strings starts in `text`; None where none occurs."""
+    found = [i for i in (text.find(s) for s in stop) if i >= 0]
+    return min(found) if found else None
 
 
 class HFSampler:
@@ -122,7 +129,14 @@ class HFSampler:
     # ------------------------------------------------------------------ Sampler
 
     def generate(
-        self, prompts: list[str], n: int, temperature: float, top_p: float, max_tokens: int, seed: int
+        self,
+        prompts: list[str],
+        n: int,
+        temperature: float,
+        top_p: float,
+        max_tokens: int,
+        seed: int,
+        stop: Sequence[str] = (),
     ) -> list[list[Completion]]:
         import torch
 
@@ -156,6 +170,8 @@ class HFSampler:
                 pad_token_id=self.pad_id,
                 repetition_penalty=1.0,
             )
+            if stop:
+                kwargs.update(stop_strings=list(stop), tokenizer=self.tokenizer)
             if not greedy:  # top_k=0: no top-k cut (transformers' default is 50; vLLM's is none)
                 kwargs.update(temperature=float(temperature), top_p=float(top_p), top_k=0)
             with torch.inference_mode():
@@ -163,7 +179,7 @@ class HFSampler:
             new = seqs[:, ids.shape[1] :].tolist()
             for i in range(len(chunk)):
                 rows = new[i * per_prompt : (i + 1) * per_prompt]
-                comps = [self._completion(r, max_tokens) for r in rows]
+                comps = [self._completion(r, max_tokens, stop) for r in rows]
                 out.append(
                     comps
                     if not greedy
@@ -171,13 +187,22 @@ class HFSampler:
                 )
         return out
 
-    def _completion(self, row: list[int], max_tokens: int) -> Completion:
+    def _completion(self, row: list[int], max_tokens: int, stop: Sequence[str] = ()) -> Completion:
         end = next((k for k, t in enumerate(row) if t in self.eos_ids), None)
         if end is None:
             toks, reason = row[:max_tokens], "length"
         else:
             toks, reason = row[: end + 1], "stop"  # the eos counts as a generated token (as in vLLM)
-        text = self.tokenizer.decode(toks, skip_special_tokens=True)
+        decode = lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+        text = decode(toks)
+        if _stop_at(text, stop) is not None:
+            # As vLLM: the tokens up to the one that completed the stop string, the text before it.
+            # A stop string once decoded stays in every longer prefix: bisect for the shortest.
+            lo, hi = 1, len(toks)
+            while lo < hi:
+                mid = (lo + hi) // 2
+                lo, hi = (lo, mid) if _stop_at(decode(toks[:mid]), stop) is not None else (mid + 1, hi)
+            toks, reason, text = toks[:lo], "stop", text[: _stop_at(text, stop)]
         return Completion(text=text, n_tokens=len(toks), finish_reason=reason)
 
     def score(self, prompts: list[str], continuations: list[list[str]]) -> list[list[float]]:
