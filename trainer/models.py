@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -86,6 +87,30 @@ def is_instruct(model_dir: Path) -> bool:
     from transformers import AutoTokenizer
 
     return bool(getattr(AutoTokenizer.from_pretrained(model_dir), "chat_template", None))
+
+
+def count_parameters(model_dir: Path, embeddings: bool = True) -> int:
+    """The parameters stored in `model_dir`'s safetensors files (tied weights are stored, and counted,
+    once); `embeddings=False` leaves out token embeddings and the output projection (Kaplan et al.'s N)."""
+    from safetensors import safe_open
+
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    if not files:
+        raise UserError(
+            f"model: {model_dir} holds no .safetensors files to count parameters in; give the model's n_params"
+        )
+    total = 0
+    for path in files:
+        with safe_open(path, framework="pt") as f:
+            names = f.keys()  # the header's tensor names (the handle itself is not iterable)
+            for name in names:
+                if embeddings or not _is_embedding(name):
+                    total += math.prod(f.get_slice(name).get_shape())
+    return int(total)
+
+
+def _is_embedding(name: str) -> bool:
+    return "embed" in name or name.startswith("lm_head.") or ".wte." in name or ".wpe." in name
 
 
 def _packaged_gguf(alias: str, scratch: Path) -> Path:
