@@ -176,8 +176,8 @@ def scaling_markdown(result: dict, head: str = "") -> str:
     level = f"{fit['confidence'] * 100:g}%"
     lines += [
         "",
-        f"Fit over {fit['n_points']} model(s): relative gap = {_num(fit['intercept'])} + {_num(fit['slope'])} "
-        f"· log10(6ND); slope {level} CI [{_num(ci['ci_low'])}, {_num(ci['ci_high'])}] "
+        f"Fit over {fit['n_points']} model(s): relative gap = a + b · log10(6ND), a = {_num(fit['intercept'])}, "
+        f"b = {_num(fit['slope'])}; slope {level} CI [{_num(ci['ci_low'])}, {_num(ci['ci_high'])}] "
         f"({fit['n_boot']} resamples of each model's prompts)"
         + (f"; R² {fit['r_squared']:.3f}" if fit["r_squared"] is not None else "")
         + ".",
