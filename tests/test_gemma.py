@@ -103,8 +103,8 @@ def hf_run(gemma_dir, task_prompts):
     from trainer.samplers.hf import HFSampler
 
     sampler = HFSampler(gemma_dir, EngineConfig(backend="hf", dtype="float32", batch_size=4), seed=0)
-    try:
-        yield _sample_and_verify(sampler, gemma_dir, task_prompts)
+    try:  # closed before the vLLM engine starts: one model in memory at a time
+        return _sample_and_verify(sampler, gemma_dir, task_prompts)
     finally:
         sampler.close()
 
@@ -151,3 +151,40 @@ def test_gemma_samples_and_verifies_on_vllm_as_on_transformers(hf_run, gemma_dir
     for row, hf_row in zip(logps, hf_logps):
         for x, y in zip(row, hf_row):
             assert abs(x - y) <= FP32_ATOL + FP32_RTOL * abs(y), (logps, hf_logps)
+
+
+@pytest.mark.slow
+def test_cross_verification_prompts_each_verifier_model_in_its_own_style(hf_run, smollm2_dir, task_prompts):
+    """What recipes/cross_verify.py does per cell: the prompt style follows the verifier model, not the
+    generator. SmolLM2-Instruct judges Gemma's few-shot samples through its chat template; Gemma judges
+    them (as it would the instruct model's) in plain text after its BOS."""
+    from trainer.stages import VerifierPool, verify_rows
+    from trainer.verifiers import make_verifier
+
+    task, _, _, shots = task_prompts
+    rows = hf_run[0]
+    as_generator = VerifierPool(
+        None, smollm2_dir, EngineConfig(backend="hf", dtype="float32"), task, shots, 0
+    )
+    verifiers = [
+        VerifierConfig("mc", id="gemma", model="gemma3-270m"),
+        VerifierConfig("mc", id="smollm2", model="smollm2-135m-instruct"),
+    ]
+    try:
+        gemma, smollm2 = (make_verifier(v, as_generator.context(v), v.id) for v in verifiers)
+        assert (gemma.ctx.prompt_style, smollm2.ctx.prompt_style) == ("fewshot", "chat")
+        for p in gemma.prompts(rows):
+            assert (
+                p.startswith("<bos>Here is a question")
+                and p.endswith("\nVerdict:")
+                and "<|im_start|>" not in p
+            )
+        for p in smollm2.prompts(rows):
+            assert p.startswith("<|im_start|>") and p.endswith("<|im_start|>assistant\n") and "<bos>" not in p
+        assert (gemma.words(), smollm2.words()) == ((" Correct", " Incorrect"), ("Correct", "Incorrect"))
+        scored, costs = verify_rows(rows, verifiers, as_generator)
+    finally:
+        as_generator.close()
+    for v in ("gemma", "smollm2"):
+        assert ((scored[f"score_{v}"] > 0) & (scored[f"score_{v}"] < 1)).all()
+        assert costs[v]["tokens"] > 0
