@@ -15,6 +15,7 @@ import importlib
 import importlib.util
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -144,6 +145,8 @@ def _convert_gguf(locate: Callable[[Path], Path], name: str) -> Path:
     with FileLock(str(out) + ".lock"):
         if (out / "config.json").exists():  # another process converted it while we waited
             return out
+        for stale in [*out.parent.glob(f".{name}.*"), *out.parent.glob(f".{name}-gguf.*")]:
+            shutil.rmtree(stale, ignore_errors=True)  # a killed conversion's temp dirs (we hold the lock)
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
