@@ -37,7 +37,8 @@ FP32_ATOL = 2e-3
 FP32_RTOL = 1e-4
 
 
-def test_a_missing_model_package_is_a_user_error_naming_the_install(monkeypatch):
+def test_a_missing_model_package_is_a_user_error_naming_the_install(monkeypatch, tmp_path):
+    monkeypatch.setenv("MINDGAP_CACHE", str(tmp_path))
     monkeypatch.setitem(
         EMBEDDED, "absent-1m", Packaged("mindgap_no_such_pkg", None, "mindgap-no-such-pkg==1.0")
     )
