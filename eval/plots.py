@@ -1,5 +1,6 @@
 """Figures of one measurement: heatmaps of the correlation between verification strategies' scores and
-of the cross-verification gap, and the gap against verification compute."""
+of the cross-verification gap, the gap against verification compute, and the relative gap against
+pretraining compute."""
 
 from __future__ import annotations
 
@@ -163,6 +164,60 @@ def plot_verify_compute(records: list[dict], path: Path) -> Path:
         fontsize=11,
     )
     return _save(fig, path)
+
+
+def plot_scaling(result: dict, path: Path) -> Path:
+    """Each model's relative gap (with its CI as an error bar) against log10(6·N·D), the fitted line with
+    the band of slopes in the slope's CI (pivoting on the points' centre), and the verdict below.
+    `result` is `eval.scaling.fit_scaling`'s."""
+    points = [p for p in result["points"] if np.isfinite(_float(p["relative_gap"]["value"]))]
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    ax.axhline(0.0, color="#999999", lw=0.8, zorder=0)
+    for p in points:
+        rg = p["relative_gap"]
+        y, lo, hi = _float(rg["value"]), _float(rg["ci_low"]), _float(rg["ci_high"])
+        err = [[y - lo], [hi - y]] if np.isfinite(lo) and np.isfinite(hi) else None
+        ax.errorbar(p["log10_compute"], y, yerr=err, fmt="o", color="C0", capsize=4, ms=6, zorder=3)
+        ax.annotate(p["name"], (p["log10_compute"], y), textcoords="offset points", xytext=(7, 5), fontsize=8)
+    fit = result["fit"]
+    slope, intercept = _float(fit["slope"]), _float(fit["intercept"])
+    if np.isfinite(slope) and points:
+        xs = np.array([p["log10_compute"] for p in points])
+        pad = max(0.2, 0.1 * float(np.ptp(xs)))
+        grid = np.linspace(xs.min() - pad, xs.max() + pad, 50)
+        ax.set_xlim(grid[0], grid[-1] + 1.5 * pad)  # room for the last point's name
+        ci = fit["slope_ci"]
+        level = f"{_float(fit['confidence']) * 100:g}%"
+        ax.plot(
+            grid, intercept + slope * grid, color="C3", lw=1.5, label=f"fit: slope {slope:+.3f} per decade"
+        )
+        lo, hi = _float(ci["ci_low"]), _float(ci["ci_high"])
+        if np.isfinite(lo) and np.isfinite(hi):
+            x0 = float(xs.mean())
+            y0 = intercept + slope * x0
+            band = np.array([y0 + s * (grid - x0) for s in (lo, hi)])
+            ax.fill_between(
+                grid,
+                band.min(axis=0),
+                band.max(axis=0),
+                color="C3",
+                alpha=0.12,
+                label=f"slopes in the {level} CI [{lo:+.3f}, {hi:+.3f}]",
+            )
+        ax.legend(fontsize=8, loc="best")
+    ax.set_xlabel("pretraining compute, log10(6 · N · D) FLOPs", fontsize=9)
+    ax.set_ylabel("relative gap (error bars: CI over prompts)", fontsize=9)
+    ax.set_title("Relative generation–verification gap against pretraining compute", fontsize=10)
+    undefined = result.get("undefined") or []
+    note = result["verdict"] + (f" Undefined (left out): {', '.join(undefined)}." if undefined else "")
+    fig.text(0.01, -0.02, _wrap(note, 105), fontsize=7.5, va="top", ha="left")
+    return _save(fig, path)
+
+
+def _wrap(text: str, width: int) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width))
 
 
 def _float(x) -> float:

@@ -12,7 +12,12 @@ fewshot:  the instruction, then `n_shots` worked examples from `shots`, then the
     Question: Calculate 51 + 17.
 
 The prompt ends after the question line, so the model writes `Answer: ...` itself and extraction reads
-the same marker in both styles; text after a new `Question:` line is dropped by the extractor.
+the same marker in both styles. A base model goes on with a new `Question:` after answering: sampling
+stops there (`stop_strings`), and the extractor drops such text wherever it is left.
+
+Plain-text prompts (fewshot, and base models' verifier prompts) start with the BOS token where the
+tokenizer puts one before text itself (`text_start`: Gemma's does, SmolLM2's does not): prompts are
+encoded without special tokens, as chat templates write their own.
 """
 
 from __future__ import annotations
@@ -44,6 +49,23 @@ def resolve_prompt_style(style: str, tokenizer: Any) -> str:
     raise UserError(f"task.prompt_style: unknown value '{style}'; choose one of {', '.join(PROMPT_STYLES)}")
 
 
+# Where a base model's completion ends: it starts the next example of the few-shot pattern.
+FEWSHOT_STOP = "\nQuestion:"
+
+
+def stop_strings(style: str) -> list[str]:
+    """Strings that end a completion sampled from a prompt of `style` (resolved: chat | fewshot)."""
+    return [FEWSHOT_STOP] if style == "fewshot" else []
+
+
+def text_start(tokenizer: Any) -> str:
+    """The BOS token's text where `tokenizer` puts it before plain text by itself, else ''."""
+    bos, bos_id = getattr(tokenizer, "bos_token", None), getattr(tokenizer, "bos_token_id", None)
+    if tokenizer is None or not bos or bos_id is None:
+        return ""
+    return bos if tokenizer("x")["input_ids"][:1] == [bos_id] else ""
+
+
 def build_prompt(
     task: Task, problem: Problem, tokenizer: Any, style: str, n_shots: int = 0, shots: Sequence[Problem] = ()
 ) -> str:
@@ -62,4 +84,4 @@ def build_prompt(
     parts = [task.format_instruction()]
     parts += [f"Question: {s.question.strip()}\n{task.reference_completion(s)}" for s in examples]
     parts.append(f"Question: {problem.question.strip()}\n")
-    return "\n\n".join(parts)
+    return text_start(tokenizer) + "\n\n".join(parts)

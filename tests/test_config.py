@@ -109,8 +109,12 @@ def test_shipped_configs_load():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1] / "recipes" / "configs"
-    for name in ("gap_quickstart.yaml", "gap_open_qa.yaml", "gap_sudoku.yaml"):
+    for name in ("gap_quickstart.yaml", "gap_gemma.yaml", "gap_open_qa.yaml", "gap_sudoku.yaml"):
         load_config(GapConfig, ["--config", str(root / name)])
+    from trainer.config import CrossVerifyConfig
+
+    families = load_config(CrossVerifyConfig, ["--config", str(root / "cross_verify_families.yaml")])
+    assert families.generators == families.verifier_models == ["smollm2-135m-instruct", "gemma3-270m"]
     for name in ("quickstart.yaml", "oracle_control.yaml"):
         load_config(IterateConfig, ["--config", str(root / name)])
 

@@ -14,7 +14,7 @@ import pytest
 
 from core.errors import UserError
 from tests.conftest import ROOT
-from trainer.models import _embedded_gguf, resolve_model
+from trainer.models import _packaged_gguf, resolve_model
 
 
 def _sha1(path: Path) -> str:
@@ -50,8 +50,13 @@ def test_concurrent_conversion_of_a_local_gguf(tmp_path, smollm2_dir, monkeypatc
     The file is the packaged model's GGUF, passed as a local path: this covers local `.gguf` files, and
     the result must equal the embedded alias's conversion byte for byte.
     """
-    gguf = _embedded_gguf("smollm2-135m-instruct")
+    gguf = _packaged_gguf("smollm2-135m-instruct", tmp_path)
     cache = tmp_path / "cache"
+    # What a conversion killed mid-way leaves: its scratch dir (an assembled GGUF) and its half-built dir.
+    name = f"{gguf.stem}-{hashlib.sha1(str(gguf.resolve()).encode()).hexdigest()[:10]}"
+    for stale in (f".{name}-gguf.k1ll3d00", f".{name}.k1ll3d00"):
+        (cache / "models" / stale).mkdir(parents=True)
+        (cache / "models" / stale / "partial").write_bytes(b"x")
     env = {**os.environ, "MINDGAP_CACHE": str(cache), "TOKENIZERS_PARALLELISM": "false"}
     code = "import sys; from trainer.models import resolve_model; print(resolve_model(sys.argv[1]))"
     procs = [
@@ -73,7 +78,7 @@ def test_concurrent_conversion_of_a_local_gguf(tmp_path, smollm2_dir, monkeypatc
     out_dir = dirs[0]
     assert out_dir.parent == cache / "models"
     assert out_dir.name.startswith("SmolLM2-135M-Instruct.Q4_1-")
-    # Exactly one model dir, and no temp dir left behind by the process that lost the race.
+    # Exactly one model dir: no temp dir left behind by the process that lost the race, nor by the killed one.
     assert sorted(p.name for p in (cache / "models").iterdir() if p.is_dir()) == [out_dir.name]
     config = json.loads((out_dir / "config.json").read_text())
     assert config["architectures"] == ["LlamaForCausalLM"]

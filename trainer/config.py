@@ -39,6 +39,8 @@ __all__ = [
     "SFTOptions",
     "SamplingConfig",
     "SaturationConfig",
+    "ScalingConfig",
+    "ScalingModel",
     "TaskConfig",
     "VerifierConfig",
     "VerifyComputeConfig",
@@ -248,6 +250,87 @@ class VerifyComputeConfig:
                     f"verifier.n_shots: {self.verifier.n_shots} worked examples need as many problems set "
                     f"aside, but task.shots_size is {self.task.shots_size}; raise task.shots_size"
                 )
+        with problems.check():
+            check_token_budget(self)
+        with problems.check():
+            check_intervals(self)
+        problems.raise_any()
+
+
+@dataclass
+class ScalingModel:
+    """One model of a scaling study: what to load, what to call it, how many tokens it was trained on."""
+
+    model: str = knob("", "an embedded alias, a local HF model dir, a .gguf file or a hub id")
+    pretraining_tokens: float = knob(
+        0.0, "tokens the model was pretrained on (from its model card), e.g. 2.0e+12"
+    )
+    name: str = knob("", "the model's name in the table, plot and folder; defaults to the model reference")
+    n_params: float | None = knob(None, "parameters; null: counted from the checkpoint's safetensors")
+
+    def validate(self, key: str) -> None:
+        if not self.model:
+            raise UserError(f"{key}.model: name the model (an alias, a model dir, a .gguf file or a hub id)")
+        if not self.pretraining_tokens or self.pretraining_tokens <= 0:
+            raise UserError(
+                f"{key}.pretraining_tokens: give the tokens {self.model} was pretrained on (> 0; its model "
+                "card says), e.g. 2.0e+12"
+            )
+        if self.n_params is not None and self.n_params <= 0:
+            raise UserError(f"{key}.n_params: must be > 0, or null to count them, got {self.n_params}")
+        if "/" in self.name or self.name.startswith("."):
+            raise UserError(f"{key}.name: '{self.name}' is a folder name: no '/', no leading '.'")
+
+
+@dataclass
+class ScalingConfig:
+    """recipes/scaling.py: the gap of several models on one task and verifier, against pretraining compute."""
+
+    models: list[ScalingModel] = knob(
+        factory=list, help="the models: {model, pretraining_tokens, name, n_params} each"
+    )
+    verifier: VerifierConfig = knob(factory=lambda: VerifierConfig("mc"), help="")
+    task: TaskConfig = knob(factory=TaskConfig, help="")
+    sampling: SamplingConfig = knob(factory=SamplingConfig, help="")
+    engine: EngineConfig = knob(factory=EngineConfig, help="")
+    filter: FilterConfig = knob(factory=FilterConfig, help="")
+    count_embeddings: bool = knob(
+        True, "N counts the embedding parameters too (false: non-embedding parameters, as Kaplan et al.)"
+    )
+    seed: int = knob(0, "seeds the data, the sampling and every bootstrap")
+    output_dir: str = knob("runs/scaling", "a folder per model (a measure_gap run) and the fit; resumes")
+    bootstrap: int = knob(
+        1000, "bootstrap resamples (over prompts) for every interval and the slope; 0: none"
+    )
+    confidence: float = knob(0.95, "the confidence level of every interval")
+    ci_method: str = knob(
+        "percentile", "percentile | bca: the per-model intervals (the slope's is percentile)"
+    )
+
+    @property
+    def verifiers(self) -> list[VerifierConfig]:
+        return [self.verifier]
+
+    def labels(self) -> list[str]:
+        """Each model's name (its reference where no name is given)."""
+        return [m.name or m.model for m in self.models]
+
+    def validate(self, key: str = "") -> None:
+        problems = Problems()
+        if not self.models:
+            problems.add(
+                "models: list at least one model, e.g. [{model: smollm2-135m-instruct, pretraining_tokens: 2.0e+12}]"
+            )
+        names = self.labels()
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            problems.add(f"models: '{dup[0]}' appears twice; give each model its own `name`")
+        if self.verifier.model is not None:
+            problems.add("verifier.model: each model verifies its own samples; leave it unset")
+        from trainer.verifiers import check_verifier
+
+        with problems.check():
+            check_verifier(self.verifier, "verifier")
         with problems.check():
             check_token_budget(self)
         with problems.check():

@@ -5,6 +5,7 @@ of models (recipes/cross_verify.py), and the gap against verification compute
     metrics = measure_gap(cfg)         # <output_dir>/generations.parquet, verification.parquet, metrics.json
     records = cross_verify(cfg)        # <output_dir>/<generator>/<verifier model>/..., gap_table.{md,json}
     records = verify_compute(cfg)      # <output_dir>/..., compute_table.{md,json}, plots/verify_compute.png
+    result = scaling(cfg)              # <output_dir>/<model name>/ (a measure_gap run each), scaling.{md,json}
 
 All are the same three stages (trainer/stages.py): generate → verify → select, then `summarize`.
 """
@@ -22,8 +23,8 @@ import pandas as pd
 from core.config import to_dict
 from core.io import read_json, write_json, write_parquet, write_text
 from eval.gap import summarize, unparseable
-from trainer.config import CrossVerifyConfig, GapConfig, VerifyComputeConfig
-from trainer.models import resolve_model
+from trainer.config import CrossVerifyConfig, GapConfig, ScalingConfig, VerifyComputeConfig
+from trainer.models import count_parameters, resolve_model
 from trainer.run import check_resume, prepare_prompts, seed_everything
 from trainer.stages import OneEngine, VerifierPool, generate_rows, select_rows, verify_rows
 from trainer.study import engine_dtype, study_metadata
@@ -34,6 +35,8 @@ from trainer.verifiers.ensemble import add_shared_member_costs
 GAP_SUMMARY_ONLY = ("bootstrap", "confidence", "ci_method", "output_dir")
 # cross_verify may also grow its matrix on resume (folders are per model).
 MATRIX_RESUMABLE = (*GAP_SUMMARY_ONLY, "generators", "verifier_models")
+# scaling may add models or correct their token counts (each model's run checks its own stages).
+SCALING_RESUMABLE = (*GAP_SUMMARY_ONLY, "models", "count_embeddings")
 
 
 def measure_gap(cfg: GapConfig, log=print) -> dict:
@@ -401,3 +404,71 @@ def _write_compute(cfg: VerifyComputeConfig, out: Path, records: list[dict], tas
         compute_markdown(records, head) + "\n![gap against verification compute](plots/verify_compute.png)\n",
     )
     plot_verify_compute(records, out / "plots" / "verify_compute.png")
+
+
+# ---------------------------------------------------------------- scaling with pretraining compute
+
+
+def scaling_gap_config(cfg: ScalingConfig, i: int) -> GapConfig:
+    """Model i's measure_gap run: the study's task, sampling, engine, verifier and filter, in its folder."""
+    m = cfg.models[i]
+    return GapConfig(
+        model=m.model,
+        task=cfg.task,
+        sampling=cfg.sampling,
+        engine=cfg.engine,
+        verifiers=[cfg.verifier],
+        filter=cfg.filter,
+        seed=cfg.seed,
+        output_dir=str(Path(cfg.output_dir) / (m.name or model_slug(m.model))),
+        bootstrap=cfg.bootstrap,
+        confidence=cfg.confidence,
+        ci_method=cfg.ci_method,
+    )
+
+
+def scaling(cfg: ScalingConfig, log=print) -> dict:
+    """Every model's gap (a resumable measure_gap run in its own folder), its parameters and compute,
+    and the relative gap fitted against log10(6·N·D) with a bootstrap CI on the slope."""
+    from eval.plots import plot_scaling
+    from eval.scaling import ScalingPoint, fit_scaling, relative_gaps_per_prompt, scaling_markdown
+
+    out = Path(cfg.output_dir)
+    check_resume(out, out / "config.json", to_dict(cfg), SCALING_RESUMABLE)
+    write_json(out / "config.json", to_dict(cfg))
+    if not (out / "run.json").exists():
+        write_json(out / "run.json", study_metadata(to_dict(cfg)))
+    vid = cfg.verifier.id or cfg.verifier.name
+    points = []
+    for i, (m, name) in enumerate(zip(cfg.models, cfg.labels())):
+        gap_cfg = scaling_gap_config(cfg, i)
+        metrics = measure_gap(gap_cfg, log)
+        n_params = m.n_params or count_parameters(resolve_model(m.model), embeddings=cfg.count_embeddings)
+        vm = metrics["verifiers"][vid]
+        points.append(
+            ScalingPoint(
+                name=name,
+                n_params=float(n_params),
+                tokens=float(m.pretraining_tokens),
+                relative_gaps=relative_gaps_per_prompt(metrics["per_prompt"], vid),
+                extra={
+                    "model": m.model,
+                    "n_params_from": "config" if m.n_params else "checkpoint",
+                    "output_dir": gap_cfg.output_dir,
+                    **{k: vm[k] for k in ("generation_utility", "verification_utility", "gap")},
+                    "auroc": vm.get("auroc"),
+                },
+            )
+        )
+    result = fit_scaling(points, n_boot=cfg.bootstrap, confidence=cfg.confidence, seed=cfg.seed)
+    result["config"] = to_dict(cfg)
+    write_json(out / "scaling.json", result)
+    head = (
+        f"# The gap against pretraining compute: {cfg.verifier.name} on {cfg.task.name}\n\n"
+        f"{cfg.task.test_size} test prompts x {cfg.sampling.n} samples per model; filter {cfg.filter.name}; "
+        f"N = {'all' if cfg.count_embeddings else 'non-embedding'} parameters, D = pretraining tokens from "
+        f"the config; {cfg.confidence * 100:g}% bootstrap CIs over prompts."
+    )
+    write_text(out / "scaling.md", scaling_markdown(result, head) + "\n![scaling](plots/scaling.png)\n")
+    plot_scaling(result, out / "plots" / "scaling.png")
+    return result

@@ -21,7 +21,10 @@ from trainer.verifiers.base import VerifierConfig
 def generate_rows(
     sampler: Sampler, task, problems: list, prompts: list[str], sampling: SamplingConfig, seed: int
 ) -> pd.DataFrame:
-    """Sample `sampling.n` completions per prompt and check each against the task's reference."""
+    """Sample `sampling.n` completions per prompt and check each against the task's reference. A
+    few-shot prompted (base) model's completion ends where it starts the next example."""
+    from eval.prompts import resolve_prompt_style, stop_strings
+
     outs = sampler.generate(
         prompts,
         n=sampling.n,
@@ -29,6 +32,7 @@ def generate_rows(
         top_p=sampling.top_p,
         max_tokens=sampling.max_tokens,
         seed=seed,
+        stop=stop_strings(resolve_prompt_style(task.cfg.prompt_style, sampler.tokenizer)),
     )
     records = []
     for problem, prompt, completions in zip(problems, prompts, outs):

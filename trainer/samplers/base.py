@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -168,9 +168,17 @@ class Sampler(Protocol):
     progress: Callable[[int, int | None], None] | None  # told (done, total) of a long call, if set
 
     def generate(
-        self, prompts: list[str], n: int, temperature: float, top_p: float, max_tokens: int, seed: int
+        self,
+        prompts: list[str],
+        n: int,
+        temperature: float,
+        top_p: float,
+        max_tokens: int,
+        seed: int,
+        stop: Sequence[str] = (),
     ) -> list[list[Completion]]:
-        """`n` completions for each prompt, in prompt order."""
+        """`n` completions for each prompt, in prompt order; a completion ends before the first of the
+        `stop` strings it writes (the tokens that wrote it are counted, its text is left out)."""
         ...
 
     def score(self, prompts: list[str], continuations: list[list[str]]) -> list[list[float]]:

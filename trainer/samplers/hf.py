@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import inspect
+from collections.abc import Sequence
 from pathlib import Path
 
 from core.errors import UserError
@@ -64,6 +65,12 @@ def load_causal_lm(model_dir: Path, dtype: str, device: str = "cpu"):
     return model.to(device).eval()
 
 
+def _stop_at(text: str, stop: Sequence[str]) -> int | None:
+    """Where the first of the `stop` strings starts in `text`; None where none occurs."""
+    found = [i for i in (text.find(s) for s in stop) if i >= 0]
+    return min(found) if found else None
+
+
 class HFSampler:
     """A transformers model that samples and scores. See `trainer.samplers.base.Sampler`."""
 
@@ -85,6 +92,7 @@ class HFSampler:
         self.eos_ids = self._eos_ids()
         self._keeps_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
         self.last_score_tokens = 0  # tokens the last `score` call fed through the model
+        self._stops: dict = {}  # stop strings -> their stopping criteria (`_stop_criteria`)
         self.progress = None  # (done, total) of each long call, for a study's display
 
     # ------------------------------------------------------------------ helpers
@@ -107,6 +115,16 @@ class HFSampler:
         """Token ids of `text` without special tokens added (prompts carry their own)."""
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
+    def _stop_criteria(self, stop: tuple[str, ...]):
+        """transformers' stop-string criterion, built once per set of strings: building it walks the
+        whole vocabulary (3.5 s for Gemma's 262k tokens), and it keeps no state between calls."""
+        if stop not in self._stops:
+            from transformers import StoppingCriteriaList
+            from transformers.generation.stopping_criteria import StopStringCriteria
+
+            self._stops[stop] = StoppingCriteriaList([StopStringCriteria(self.tokenizer, list(stop))])
+        return self._stops[stop]
+
     def _left_pad(self, seqs: list[list[int]]):
         import torch
 
@@ -122,7 +140,14 @@ class HFSampler:
     # ------------------------------------------------------------------ Sampler
 
     def generate(
-        self, prompts: list[str], n: int, temperature: float, top_p: float, max_tokens: int, seed: int
+        self,
+        prompts: list[str],
+        n: int,
+        temperature: float,
+        top_p: float,
+        max_tokens: int,
+        seed: int,
+        stop: Sequence[str] = (),
     ) -> list[list[Completion]]:
         import torch
 
@@ -156,6 +181,8 @@ class HFSampler:
                 pad_token_id=self.pad_id,
                 repetition_penalty=1.0,
             )
+            if stop:
+                kwargs["stopping_criteria"] = self._stop_criteria(tuple(stop))
             if not greedy:  # top_k=0: no top-k cut (transformers' default is 50; vLLM's is none)
                 kwargs.update(temperature=float(temperature), top_p=float(top_p), top_k=0)
             with torch.inference_mode():
@@ -163,7 +190,7 @@ class HFSampler:
             new = seqs[:, ids.shape[1] :].tolist()
             for i in range(len(chunk)):
                 rows = new[i * per_prompt : (i + 1) * per_prompt]
-                comps = [self._completion(r, max_tokens) for r in rows]
+                comps = [self._completion(r, max_tokens, stop) for r in rows]
                 out.append(
                     comps
                     if not greedy
@@ -171,13 +198,22 @@ class HFSampler:
                 )
         return out
 
-    def _completion(self, row: list[int], max_tokens: int) -> Completion:
+    def _completion(self, row: list[int], max_tokens: int, stop: Sequence[str] = ()) -> Completion:
         end = next((k for k, t in enumerate(row) if t in self.eos_ids), None)
         if end is None:
             toks, reason = row[:max_tokens], "length"
         else:
             toks, reason = row[: end + 1], "stop"  # the eos counts as a generated token (as in vLLM)
-        text = self.tokenizer.decode(toks, skip_special_tokens=True)
+        decode = lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+        text = decode(toks)
+        if _stop_at(text, stop) is not None:
+            # As vLLM: the tokens up to the one that completed the stop string, the text before it.
+            # A stop string once decoded stays in every longer prefix: bisect for the shortest.
+            lo, hi = 1, len(toks)
+            while lo < hi:
+                mid = (lo + hi) // 2
+                lo, hi = (lo, mid) if _stop_at(decode(toks[:mid]), stop) is not None else (mid + 1, hi)
+            toks, reason, text = toks[:lo], "stop", text[: _stop_at(text, stop)]
         return Completion(text=text, n_tokens=len(toks), finish_reason=reason)
 
     def score(self, prompts: list[str], continuations: list[list[str]]) -> list[list[float]]:

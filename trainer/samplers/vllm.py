@@ -19,6 +19,7 @@ import gc
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -189,7 +190,14 @@ class VLLMSampler:
     # ------------------------------------------------------------------ Sampler
 
     def generate(
-        self, prompts: list[str], n: int, temperature: float, top_p: float, max_tokens: int, seed: int
+        self,
+        prompts: list[str],
+        n: int,
+        temperature: float,
+        top_p: float,
+        max_tokens: int,
+        seed: int,
+        stop: Sequence[str] = (),
     ) -> list[list[Completion]]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
@@ -220,6 +228,7 @@ class VLLMSampler:
                     temperature=float(temperature),
                     top_p=float(top_p) if temperature > 0 else 1.0,
                     max_tokens=max_tokens,
+                    stop=list(stop) or None,
                     # Per-request seeds crash the CPU engine; there the worker is reseeded below instead.
                     seed=None if self.cpu else seed + i,
                 )

@@ -23,6 +23,7 @@ import pandas as pd
 import yaml
 
 from core.errors import UserError
+from eval.prompts import text_start
 from trainer.verifiers.base import TEMPLATES, Verifier, VerifierConfig, VerifierResult, VerifyContext
 from trainer.verifiers.parsing import Options, apply_rule, cut_at, parse_score, parse_verdict
 
@@ -195,7 +196,8 @@ class PromptedVerifier(Verifier):
                 )
                 for f in fields
             ]
-        prefix = "".join(f"{self.fill(f).strip()}\n{self.cue} {r.strip()}\n\n" for f, r in shots)
+        prefix = text_start(self.ctx.tokenizer)
+        prefix += "".join(f"{self.fill(f).strip()}\n{self.cue} {r.strip()}\n\n" for f, r in shots)
         return [f"{prefix}{self.fill(f).strip()}\n{self.cue}" for f in fields]
 
     def sample(self, prompts: list[str]) -> tuple[list[list[str]], np.ndarray, float]:

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from core.errors import UserError
+from eval.prompts import text_start
 from trainer.verifiers.base import Verifier, VerifierResult
 
 
@@ -91,7 +92,8 @@ class MCVerifier(Verifier):
                 )
                 for body in bodies
             ]
-        prefix = "".join(f"{body.rstrip()}\nVerdict: {verdict}\n\n" for body, verdict in shots)
+        prefix = text_start(self.ctx.tokenizer)
+        prefix += "".join(f"{body.rstrip()}\nVerdict: {verdict}\n\n" for body, verdict in shots)
         return [f"{prefix}{body.rstrip()}\nVerdict:" for body in bodies]
 
     def pass_tokens(self, prompts: list[str], verdicts: list[str]) -> int:
