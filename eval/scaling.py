@@ -158,8 +158,8 @@ def scaling_markdown(result: dict, head: str = "") -> str:
     lines = [head, ""] if head else []
     lines += [
         "| model | parameters | pretraining tokens | compute 6ND (FLOPs) | log10 compute | generation utility "
-        "| gap [CI] | relative gap [CI] | AUROC | prompts (excluded from relative) |",
-        "|---|---:|---:|---:|---:|---:|---|---|---:|---:|",
+        "| gap [CI] | relative gap [CI] | AUROC | oracle gap (ceiling) | prompts (excluded from relative) |",
+        "|---|---:|---:|---:|---:|---:|---|---|---:|---|---:|",
     ]
     for p in result["points"]:
         gen = p.get("generation_utility") or {}
@@ -169,6 +169,7 @@ def scaling_markdown(result: dict, head: str = "") -> str:
             f"| {p['log10_compute']:.2f} | {fmt_ci(gen, signed=False) if gen else 'n/a'} "
             f"| {fmt_ci(p['gap']) if p.get('gap') else 'n/a'} | {fmt_ci(p['relative_gap'])} "
             f"| {fmt_ci(auroc, signed=False, digits=2) if auroc else 'n/a'} "
+            f"| {fmt_ci(p['oracle_gap']) if p.get('oracle_gap') else 'n/a'} "
             f"| {p['prompts']} ({p['prompts_excluded_relative']}) |"
         )
     fit = result["fit"]

@@ -297,6 +297,9 @@ class ScalingConfig:
     count_embeddings: bool = knob(
         True, "N counts the embedding parameters too (false: non-embedding parameters, as Kaplan et al.)"
     )
+    oracle: bool = knob(
+        True, "score the oracle beside the verifier in each model's run: its ceiling, in its metrics.json"
+    )
     seed: int = knob(0, "seeds the data, the sampling and every bootstrap")
     output_dir: str = knob("runs/scaling", "a folder per model (a measure_gap run) and the fit; resumes")
     bootstrap: int = knob(

@@ -417,7 +417,8 @@ def scaling_gap_config(cfg: ScalingConfig, i: int) -> GapConfig:
         task=cfg.task,
         sampling=cfg.sampling,
         engine=cfg.engine,
-        verifiers=[cfg.verifier],
+        verifiers=[cfg.verifier]
+        + ([VerifierConfig("oracle")] if cfg.oracle and cfg.verifier.name != "oracle" else []),
         filter=cfg.filter,
         seed=cfg.seed,
         output_dir=str(Path(cfg.output_dir) / (m.name or model_slug(m.model))),
@@ -457,6 +458,7 @@ def scaling(cfg: ScalingConfig, log=print) -> dict:
                     "output_dir": gap_cfg.output_dir,
                     **{k: vm[k] for k in ("generation_utility", "verification_utility", "gap")},
                     "auroc": vm.get("auroc"),
+                    "oracle_gap": metrics["verifiers"].get("oracle", {}).get("gap"),
                 },
             )
         )
