@@ -319,7 +319,12 @@ class VLLMServerSampler:
 
             url = broadcast_object_list([url])[0]
         if self.server is not None:
-            self.server.wait_healthy(self.engine.server_timeout)
+            try:
+                self.server.wait_healthy(self.engine.server_timeout)
+            except BaseException:
+                self.server.stop()
+                self.server = None
+                raise
         else:  # another rank's server: wait for it as it starts
             self._wait_for(url)
         return url
