@@ -326,11 +326,15 @@ class Study:
         return rows, costs
 
     def select(self, path: Path, rows: pd.DataFrame, seed: int) -> pd.DataFrame:
+        # Every rank meets the barrier, whether it finds the file or not: no collective comes before
+        # the main process writes it, so a slower rank may find it already there, and skipping the
+        # barrier would leave the ranks one collective apart (a hang at the next one).
         if path.exists():
-            return pd.read_parquet(path)
-        rows = select_rows(rows, self.cfg.verifiers, self.cfg.filter, seed)
-        if self.state.is_main_process:
-            write_parquet(path, rows)
+            rows = pd.read_parquet(path)
+        else:
+            rows = select_rows(rows, self.cfg.verifiers, self.cfg.filter, seed)
+            if self.state.is_main_process:
+                write_parquet(path, rows)
         self.state.wait_for_everyone()
         return rows
 
