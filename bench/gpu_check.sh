@@ -17,7 +17,8 @@ if [ -n "${PYTHON:-}" ]; then :; elif [ -x .venv/bin/python ]; then PYTHON=.venv
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 
-if ls .whl/*.whl >/dev/null 2>&1; then
+# The wheels where the packages are missing (a bare GPU image), never over an environment that has them.
+if ls .whl/*.whl >/dev/null 2>&1 && ! "$PYTHON" -c "import trl, deepspeed, datasets, math_verify, reasoning_gym" 2>/dev/null; then
   site=${MINDGAP_WHEEL_SITE:-/tmp/mindgap-site}
   "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl
   export PYTHONPATH="$PYTHONPATH:$site"

@@ -52,8 +52,12 @@ def fp32(**kw) -> EngineConfig:
 def test_engine_keys_are_checked():
     for bad, key in [
         ({"backend": "server"}, "engine.backend"),
-        ({"server_url": "localhost:8000"}, "engine.server_url"),
-        ({"server_url": "http://h:1", "server_swap": "restart"}, "engine.server_swap"),
+        ({"backend": "vllm_server", "server_url": "localhost:8000"}, "engine.server_url"),
+        ({"backend": "vllm", "server_url": "http://h:1"}, "engine.server_url"),
+        (
+            {"backend": "vllm_server", "server_url": "http://h:1", "server_swap": "restart"},
+            "engine.server_swap",
+        ),
         ({"server_swap": "hot"}, "engine.server_swap"),
         ({"concurrency": 0}, "engine.concurrency"),
         ({"retries": -1}, "engine.retries"),
@@ -138,6 +142,27 @@ def test_a_study_resumes_with_its_server_elsewhere(tmp_path):
     )
     with pytest.raises(UserError, match="different 'engine'"):
         check_resume(tmp_path, tmp_path / "study.json", other, RESUMABLE_CHANGES, key="config")
+
+
+def test_every_rank_must_see_what_rank_0_wrote(tmp_path, monkeypatch):
+    """The shared-storage check (the message a rank on another node without output_dir gives), and
+    the collectives' timeout."""
+    from accelerate import PartialState
+
+    from trainer.loop import check_shared, dist_timeout
+
+    (tmp_path / "study.json").write_text("{}")
+    check_shared(tmp_path, tmp_path / "study.json", PartialState())
+    with pytest.raises(
+        UserError, match=r"output_dir: rank 0 on .* cannot see .*missing.json.*every node shares"
+    ):
+        check_shared(tmp_path, tmp_path / "missing.json", PartialState())
+    assert dist_timeout().total_seconds() == 7200
+    monkeypatch.setenv("MINDGAP_DIST_TIMEOUT", "60")
+    assert dist_timeout().total_seconds() == 60
+    monkeypatch.setenv("MINDGAP_DIST_TIMEOUT", "soon")
+    with pytest.raises(UserError, match="MINDGAP_DIST_TIMEOUT"):
+        dist_timeout()
 
 
 def test_a_second_engine_is_refused_where_it_cannot_work():

@@ -1,4 +1,5 @@
-"""Samplers: a loaded model that generates completions and scores continuations, on vLLM or transformers.
+"""Samplers: a loaded model that generates completions and scores continuations, on vLLM (an engine in
+this process, or a vLLM server that mindgap starts or connects to) or transformers.
 
     from trainer.samplers import build_sampler
     sampler = build_sampler(model_dir, engine_config, seed=0)

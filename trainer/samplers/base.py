@@ -115,6 +115,10 @@ class EngineConfig:
                 f"{key}.server_port: must be a port number (0: a free one), got {self.server_port}"
             )
         if self.server_url is not None:
+            if self.backend != "vllm_server":
+                raise UserError(
+                    f"{key}.server_url: a server's URL is for {key}.backend vllm_server, not {self.backend}"
+                )
             if not self.server_url.startswith(("http://", "https://")):
                 raise UserError(f"{key}.server_url: expected http://host:port, got {self.server_url!r}")
             if self.server_swap == "restart":
