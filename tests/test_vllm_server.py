@@ -328,11 +328,17 @@ class TestOneServer:
             server.scoring = "forced"
 
     def test_weight_swap_equals_a_fresh_load(self, server, reference, other_weights, tiny_model_dir, prompts):
+        from trainer.samplers.hf import HFSampler
+
+        with HFSampler(other_weights, EngineConfig(backend="hf", dtype="float32"), seed=0) as fresh:
+            loaded = fresh.score(prompts, CONTINUATIONS)  # a fresh load (transformers: other kernels)
         assert _max_diff(reference["other"], reference["scores"]) > 0.1  # the swap is visible
         server.load_weights(other_weights)
         print(f"\nserver weight swap: {server.swap_seconds:.2f} s")
         assert server.model_dir == other_weights
-        assert close(server.score(prompts, CONTINUATIONS), reference["other"])
+        swapped = server.score(prompts, CONTINUATIONS)
+        assert close(swapped, reference["other"])  # as the in-process engine swaps
+        assert close(swapped, loaded, atol=2e-3)  # as a fresh load (tied LM head included)
         server.load_weights(tiny_model_dir)
         assert close(server.score(prompts, CONTINUATIONS), reference["scores"])
 
@@ -341,6 +347,7 @@ class TestOneServer:
 
         client = VLLMServerSampler(tiny_model_dir, fp32(server_url=server.url), seed=0)
         assert client.server is None and client.cpu  # it learnt the server runs on CPU (no seeds)
+        assert client.extension and client.max_score_ids == 20  # from the server's own config
         assert close(client.score(prompts, CONTINUATIONS), reference["scores"])
         assert (
             client.generate(prompts, n=2, temperature=0.0, top_p=1.0, max_tokens=TOKENS, seed=0)

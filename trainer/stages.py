@@ -152,8 +152,9 @@ def select_rows(
 class OneEngine:
     """At most one loaded model: asking for another closes the current one first."""
 
-    def __init__(self, engine: EngineConfig, seed: int):
+    def __init__(self, engine: EngineConfig, seed: int, log_dir: Path | None = None):
         self.engine, self.seed = engine, seed
+        self.log_dir = log_dir  # where a vLLM server started here writes its output
         self.model_dir: Path | None = None
         self.sampler: Sampler | None = None
 
@@ -162,7 +163,7 @@ class OneEngine:
             self.close()
             from trainer.samplers import build_sampler
 
-            self.sampler = build_sampler(model_dir, self.engine, self.seed)
+            self.sampler = build_sampler(model_dir, self.engine, self.seed, log_dir=self.log_dir)
             self.model_dir = model_dir
         return self.sampler
 

