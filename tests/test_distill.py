@@ -74,9 +74,9 @@ def full_run(tiny_model_dir, tmp_path_factory):
     return distill(arith_rows(tiny_model_dir), tiny_model_dir, out, opts("full"), seed=0), out
 
 
-def check_checkpoint(out: Path) -> None:
+def check_checkpoint(out: Path, base: Path | None = None) -> None:
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, GenerationConfig
 
     files = sorted(p.name for p in out.iterdir())
     assert "config.json" in files and "tokenizer.json" in files, files
@@ -87,6 +87,28 @@ def check_checkpoint(out: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(out)
     assert model.dtype == torch.bfloat16
     assert not any(p.name.startswith(".") for p in out.parent.iterdir()), "temp dirs left behind"
+    if base is not None:  # what vLLM stops on: the base model's generation config, EOS list and all
+        assert (
+            GenerationConfig.from_pretrained(out).eos_token_id
+            == GenerationConfig.from_pretrained(base).eos_token_id
+        )
+
+
+@pytest.fixture(scope="module")
+def two_eos_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny model whose generation_config.json (alone, not config.json) lists two EOS ids, as
+    instruct models' often do: what a checkpoint rebuilt from its config alone would lose."""
+    import shutil
+
+    from transformers import AutoTokenizer, GenerationConfig
+
+    out = tmp_path_factory.mktemp("two-eos") / "model"
+    shutil.copytree(tiny_model_dir, out)
+    tok = AutoTokenizer.from_pretrained(out)
+    gen = GenerationConfig.from_pretrained(out)
+    gen.eos_token_id = [tok.eos_token_id, tok.convert_tokens_to_ids("<|endoftext|>")]
+    gen.save_pretrained(out)
+    return out
 
 
 def test_lora_trains_and_saves_a_merged_bf16_checkpoint(lora_run, tiny_model_dir):
@@ -224,18 +246,22 @@ def test_zero3_gathered_lora_state_is_merged_by_peft(tiny_model_dir):
             if "lora_B" in name:
                 p.normal_(0, 0.1)  # B starts at zero; make the adapters matter
     gathered = {k: v.clone() for k, v in peft.state_dict().items()}
-    rebuilt = model_from_gathered_state(model.config, gathered, peft.peft_config["default"])
+    model.generation_config.eos_token_id = [2, 0]  # what only generation_config.json may hold
+    rebuilt = model_from_gathered_state(
+        model.config, gathered, peft.peft_config["default"], generation_config=model.generation_config
+    )
     expected = peft.merge_and_unload().to(torch.bfloat16).state_dict()
     got = rebuilt.state_dict()
     assert set(got) == set(expected)
     assert all(torch.equal(got[k], expected[k]) for k in expected)
+    assert rebuilt.generation_config.eos_token_id == [2, 0]
 
 
 @pytest.mark.parametrize("regime", ["bfloat16", "float32"])
 def test_bf16_auto_follows_the_cpu_regime(monkeypatch, regime):
     """On a CPU, `sft.bf16: auto` trains in bf16 exactly where `engine.dtype: auto` samples in it."""
     monkeypatch.setenv("MINDGAP_CPU_DTYPE", regime)
-    assert SFTOptions(bf16="auto").use_bf16(cuda=False) is (regime == "bfloat16")
+    assert SFTOptions(bf16="auto").use_bf16() is (regime == "bfloat16")
 
 
 def test_bf16_sft_on_cpu_trains_and_saves(tiny_model_dir, tmp_path):
@@ -258,8 +284,8 @@ def test_options_and_inputs_are_checked(tiny_model_dir, tmp_path):
         with pytest.raises(UserError, match=field):
             SFTOptions(**bad).validate("sft")
     SFTOptions(deepspeed=str(ROOT / "launch" / "ds_zero2.json"), bf16=True).validate("sft")
-    assert SFTOptions(bf16="true").use_bf16(cuda=False) is True
-    assert SFTOptions(bf16="false").use_bf16(cuda=True) is False
+    assert SFTOptions(bf16="true").use_bf16() is True
+    assert SFTOptions(bf16="false").use_bf16() is False
     with pytest.raises(ValueError, match="no rows"):
         distill(
             pd.DataFrame({"prompt": [], "completion": []}), tiny_model_dir, tmp_path / "x", SFTOptions(), 0
@@ -291,12 +317,12 @@ def launch(
 
 
 @pytest.fixture(scope="module")
-def ddp_run(tiny_model_dir, tmp_path_factory):
+def ddp_run(two_eos_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
-    return launch("cpu_2proc.yaml", tiny_model_dir, out, "lora", rounds=2), out
+    return launch("cpu_2proc.yaml", two_eos_dir, out, "lora", rounds=2), out
 
 
-def test_two_gloo_ranks_stay_in_sync_and_save_once(ddp_run):
+def test_two_gloo_ranks_stay_in_sync_and_save_once(ddp_run, two_eos_dir):
     """Two rounds in the same two processes, as the loop runs them: the second starts from the first's output."""
     results, out = ddp_run
     assert [(r["round"], r["rank"]) for r in results] == [(0, 0), (0, 1), (1, 0), (1, 1)]
@@ -306,13 +332,14 @@ def test_two_gloo_ranks_stay_in_sync_and_save_once(ddp_run):
         assert (rank0["saves"], rank1["saves"]) == (1, 0)  # only the main process writes the checkpoint
         assert rank0["stats"]["loss_history"] == rank1["stats"]["loss_history"]
         assert rank0["stats"]["steps"] == 2  # 16 rows / (4 per device x 2 ranks), one epoch
+        assert rank0["model_freed"] and rank1["model_freed"]
     assert (
         results[2]["stats"]["loss_history"][0] < results[0]["stats"]["loss_history"][0]
     )  # round 1 built on 0
     assert sorted(p.name for p in out.iterdir()) == ["round_0", "round_1"]
     for r in ("round_0", "round_1"):
         assert sorted(p.name for p in (out / r).iterdir()) == ["checkpoint"]
-        check_checkpoint(out / r / "checkpoint")
+        check_checkpoint(out / r / "checkpoint", base=two_eos_dir)
 
 
 @pytest.mark.skipif(
@@ -320,13 +347,15 @@ def test_two_gloo_ranks_stay_in_sync_and_save_once(ddp_run):
     reason="MINDGAP_SKIP_DEEPSPEED=1 (DeepSpeed on CPU: ~1 min a test, plus ~4 min to compile its shm op on first use)",
 )
 @pytest.mark.parametrize("config", ["zero2.yaml", "zero3.yaml"])
-def test_deepspeed_lora_on_cpu_matches_ddp(config, ddp_run, tiny_model_dir, tmp_path):
+def test_deepspeed_lora_on_cpu_matches_ddp(config, ddp_run, two_eos_dir, tmp_path):
     """ZeRO-2 shards optimizer state and gradients, ZeRO-3 the weights too; either way the ranks train
-    as the DDP run does, and the (gathered, merged) checkpoint equals its."""
+    as the DDP run does, the (gathered, merged) checkpoint equals its and keeps the base model's
+    generation config, and the DeepSpeed engine lets go of the model once the stage is done."""
     import torch
 
-    results = launch(config, tiny_model_dir, tmp_path, "lora", num_processes=2)
+    results = launch(config, two_eos_dir, tmp_path, "lora", num_processes=2)
     assert [r["saves"] for r in results] == [1, 0]
+    assert [r["model_freed"] for r in results] == [True, True]
     assert results[0]["stats"]["world_size"] == 2
     if config == "zero2.yaml":  # weights stay replicated: both ranks hold the same ones
         assert results[0]["checksum"] == results[1]["checksum"] is not None
@@ -334,6 +363,6 @@ def test_deepspeed_lora_on_cpu_matches_ddp(config, ddp_run, tiny_model_dir, tmp_
     assert results[0]["stats"]["loss_history"] == pytest.approx(
         ddp_results[0]["stats"]["loss_history"], abs=1e-4
     )
-    check_checkpoint(tmp_path / "round_0" / "checkpoint")
+    check_checkpoint(tmp_path / "round_0" / "checkpoint", base=two_eos_dir)
     a, b = weights(ddp_out / "round_0" / "checkpoint"), weights(tmp_path / "round_0" / "checkpoint")
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-2) for k in a)

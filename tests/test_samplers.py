@@ -111,7 +111,9 @@ def vllm_sampler(smollm2_dir):
 
 @pytest.fixture(scope="module")
 def perturbed_dir(tmp_path_factory, smollm2_dir) -> Path:
-    """The packaged model with layer 0's MLP output doubled: same architecture, different scores."""
+    """The packaged model with layer 0's MLP output doubled and its (tied) embeddings scaled: same
+    architecture, different scores, and an LM head that a swap must load too (vLLM 0.32's in-place
+    reload put a tied head's old weights back: trainer.samplers.vllm.MindgapWorkerExtension)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -119,6 +121,7 @@ def perturbed_dir(tmp_path_factory, smollm2_dir) -> Path:
     model = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.bfloat16)
     with torch.no_grad():
         model.model.layers[0].mlp.down_proj.weight.mul_(2.0)
+        model.model.embed_tokens.weight.mul_(1.25)
     model.save_pretrained(out)
     AutoTokenizer.from_pretrained(smollm2_dir).save_pretrained(out)
     return out

@@ -18,6 +18,7 @@ import contextlib
 import gc
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from core.config import Problems, knob
 from core.errors import UserError
 from trainer.memory import return_freed_heap
+from trainer.samplers.base import cpu_auto_dtype, cuda_bf16
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -113,19 +115,19 @@ class SFTOptions:
             check_trl_fields(self.trl, f"{key}.trl")
         problems.raise_any()
 
-    def use_bf16(self, cuda: bool) -> bool:
-        """Whether SFT runs in bf16 (autocast; the weights that train keep fp32 masters)."""
+    def use_bf16(self) -> bool:
+        """Whether SFT runs in bf16 (autocast; the weights that train keep fp32 masters). `auto`: on a
+        GPU where it computes bf16 (`cuda_bf16`, not merely a GPU); on a CPU where `engine.dtype: auto`
+        resolves to bf16 (native bf16, or MINDGAP_CPU_DTYPE)."""
         value = _parse_bf16(self.bf16)
         if value != "auto":
             return bool(value)
-        if cuda:
-            import torch
+        import torch
 
-            return torch.cuda.is_bf16_supported()
+        if torch.cuda.is_available():
+            return cuda_bf16()
         # On a CPU with native bf16 the SFT stage ran 1.45x faster in bf16 and learned the same
         # (bench/README.md, sft_dtype); where bf16 is emulated it is several times slower.
-        from trainer.samplers.base import cpu_auto_dtype
-
         return cpu_auto_dtype() == "bfloat16"
 
 
@@ -238,10 +240,44 @@ def _train_and_save(
         "bf16": bool(trainer.args.bf16),
     }
     clock = time.perf_counter()
-    _save(trainer, output_dir, trainer.processing_class, lora=opts.method == "lora")
+    try:
+        _save(trainer, output_dir, trainer.processing_class, lora=opts.method == "lora")
+    finally:
+        release(trainer)
     # the fixed costs of a round's SFT around its training loop
     stats["stage_seconds"] = {"build": round(build_seconds, 3), "save": round(time.perf_counter() - clock, 3)}
     return stats
+
+
+def release(trainer) -> None:
+    """Drop what the trainer and its accelerator hold (model, optimizer, scheduler; the DeepSpeed
+    engine is destroyed): without it a DeepSpeed engine outlives its round and GPU memory grows round
+    after round (transformers#28178)."""
+    trainer.accelerator.free_memory()
+    for name in ("model", "model_wrapped", "deepspeed", "optimizer", "lr_scheduler"):
+        if hasattr(trainer, name):
+            setattr(trainer, name, None)
+    _drop_deepspeed_module_references()
+
+
+def _drop_deepspeed_module_references() -> None:
+    """Two module-level references that DeepSpeed ZeRO-3 (0.19) keeps to the model it trained, which
+    through its parameters keep the optimizer and its fp32 partitions alive after the engine is
+    destroyed: the top module, pushed onto `parameter_offload.FWD_MODULE_STACK` when the hooks are set
+    up and never popped, and the class-level `functools.lru_cache` of
+    `PartitionedParameterCoordinator.__params_to_release`, keyed by the coordinator and submodules.
+    No forward runs between stages, so both are empty by rights."""
+    offload = sys.modules.get("deepspeed.runtime.zero.parameter_offload")
+    if offload is not None and isinstance(getattr(offload, "FWD_MODULE_STACK", None), list):
+        offload.FWD_MODULE_STACK.clear()
+    coordinator = sys.modules.get("deepspeed.runtime.zero.partitioned_param_coordinator")
+    if coordinator is not None:
+        cls = getattr(coordinator, "PartitionedParameterCoordinator", None)
+        fn = getattr(cls, "_PartitionedParameterCoordinator__params_to_release", None)
+        for cell in getattr(fn, "__closure__", None) or ():  # NVTX wrapper around the lru_cache
+            with contextlib.suppress(ValueError):
+                if hasattr(cell.cell_contents, "cache_clear"):
+                    cell.cell_contents.cache_clear()
 
 
 def build_trainer(
@@ -284,7 +320,7 @@ def build_trainer(
         )
 
     cuda = torch.cuda.is_available()
-    bf16 = opts.use_bf16(cuda)
+    bf16 = opts.use_bf16()
     lora = opts.method == "lora"
     with _environ(**_launch_env(opts)):
         deepspeed_on = _env_true("ACCELERATE_USE_DEEPSPEED")
@@ -463,7 +499,10 @@ def _save(trainer, output_dir: Path, tokenizer, lora: bool) -> None:
                 final.save_pretrained(tmp)
             else:
                 final = model_from_gathered_state(
-                    base.config, state, model.peft_config["default"] if lora else None
+                    base.config,
+                    state,
+                    model.peft_config["default"] if lora else None,
+                    generation_config=base.generation_config,
                 )
                 final.config.use_cache = True
                 final.save_pretrained(tmp)
@@ -475,10 +514,12 @@ def _save(trainer, output_dir: Path, tokenizer, lora: bool) -> None:
     accelerator.wait_for_everyone()
 
 
-def model_from_gathered_state(config, state: dict, lora_config=None):
+def model_from_gathered_state(config, state: dict, lora_config=None, generation_config=None):
     """A bf16 model on CPU holding `state`, a full state dict gathered from ZeRO-3 shards; with
     `lora_config`, the state is a PeftModel's and its adapters are merged into the weights by PEFT
-    itself (`merge_and_unload`, right for every PEFT variant)."""
+    itself (`merge_and_unload`, right for every PEFT variant). `generation_config` (the trained model's,
+    as loaded from its checkpoint) replaces the one `from_config` derives, which would lose what only
+    generation_config.json holds, such as a list of EOS ids that vLLM stops on."""
     import torch
     from transformers import AutoModelForCausalLM
     from transformers.integrations import deepspeed as hf_deepspeed
@@ -505,6 +546,10 @@ def model_from_gathered_state(config, state: dict, lora_config=None):
     missing = [n for n, p in model.named_parameters() if p.is_meta]
     if missing:
         raise RuntimeError(f"distill: the gathered ZeRO-3 state dict lacks {missing[:5]}")
+    if generation_config is not None:
+        import copy
+
+        model.generation_config = copy.deepcopy(generation_config)
     return model.to(torch.bfloat16)
 
 
@@ -518,9 +563,7 @@ def _launch_env(opts: SFTOptions) -> dict[str, str]:
     """
     import json
 
-    import torch
-
-    env = {"ACCELERATE_MIXED_PRECISION": "bf16" if opts.use_bf16(torch.cuda.is_available()) else "no"}
+    env = {"ACCELERATE_MIXED_PRECISION": "bf16" if opts.use_bf16() else "no"}
     if opts.deepspeed is not None:
         if "LOCAL_RANK" not in os.environ:
             raise UserError(

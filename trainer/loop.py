@@ -22,6 +22,7 @@ from accelerate import PartialState
 from accelerate.utils import gather_object
 
 from core.config import to_dict
+from core.errors import UserError
 from core.io import read_json, write_json, write_parquet, write_text
 from eval.gap import confidence_label, fmt_ci, summarize
 from eval.metrics import json_safe, verifier_metrics
@@ -49,6 +50,13 @@ RESUMABLE_CHANGES = (
     "saturation",
     "log_samples",
     "output_dir",
+    # where the vLLM server is and how it is reached (a resubmitted job may start it elsewhere)
+    "engine.server_url",
+    "engine.server_port",
+    "engine.server_gpus",
+    "engine.server_timeout",
+    "engine.concurrency",
+    "engine.retries",
 )
 
 # Seeds. Round t's stages draw from `seed + ROUND_STRIDE * t + stage`, so no two stages of a study
@@ -60,8 +68,22 @@ EVAL_STAGE = 2  # sampling the held-out prompts, and the random control's choice
 RANK_STRIDE = 7919
 
 
+# How long a rank waits at a collective (a barrier, a gather) before the launch fails: long enough for
+# rank 0 to gather and save a ZeRO-3 model, or to start a large vLLM server (torch's default is 10 min
+# for NCCL). MINDGAP_DIST_TIMEOUT (seconds) overrides it.
+DIST_TIMEOUT_SECONDS = 2 * 3600
+
+
 def stage_seed(seed: int, t: int, stage: int) -> int:
     return seed + ROUND_STRIDE * t + stage
+
+
+def share_of(items: list, group: int, groups: int) -> list:
+    """Group `group`'s contiguous share of `items` split over `groups` (the first ones get one more
+    where they do not divide evenly), as accelerate's `split_between_processes` splits over ranks."""
+    base, extra = divmod(len(items), groups)
+    start = group * base + min(group, extra)
+    return items[start : start + base + (1 if group < extra else 0)]
 
 
 @dataclass
@@ -214,7 +236,10 @@ class Study:
 
         if self.sampler is None:
             with self.console.stage("starting the engine"):
-                self.sampler = build_sampler(checkpoint, self.cfg.engine, self.cfg.seed)
+                self.sampler = build_sampler(
+                    checkpoint, self.cfg.engine, self.cfg.seed, log_dir=self.out / "logs"
+                )
+                self.state.wait_for_everyone()  # a shared server is ready (and holds `checkpoint`)
             self.sampler.progress = self.console.progress
             self.loaded = checkpoint
             self.pool = VerifierPool(
@@ -223,9 +248,21 @@ class Study:
         elif self.loaded != checkpoint:
             start = time.perf_counter()
             self.sampler.load_weights(checkpoint)
+            # a server shared by the ranks is swapped by one of them: none samples before it is done
+            self.state.wait_for_everyone()
             self.loaded = checkpoint
             self.swap_seconds = time.perf_counter() - start
         return self.sampler
+
+    def share(self, items: list) -> tuple[list, int, bool]:
+        """This rank's share of `items` to sample or verify: (the share, its group's index, whether this
+        rank's results count). Ranks that hold one engine together (`tensor_parallel_size` under a
+        launcher) must send it the same requests: they get the same share, and one of them reports."""
+        from trainer.samplers import ranks_per_engine
+
+        size = ranks_per_engine(self.cfg.engine, self.state.num_processes)
+        groups, group = self.state.num_processes // size, self.state.process_index // size
+        return share_of(items, group, groups), group, self.state.process_index % size == 0
 
     def close(self) -> None:
         if self.pool is not None:
@@ -243,16 +280,16 @@ class Study:
         if path.exists():
             return pd.read_parquet(path)
         sampler = self.sampler_for(checkpoint)
-        with self.state.split_between_processes(list(range(len(problems)))) as idx:
-            rows = generate_rows(
-                sampler,
-                self.task,
-                [problems[i] for i in idx],
-                [prompts[i] for i in idx],
-                sampling,
-                seed + RANK_STRIDE * self.state.process_index,
-            )
-        rows = pd.DataFrame.from_records(gather_object(rows.to_dict("records")))
+        idx, group, speaks = self.share(list(range(len(problems))))
+        rows = generate_rows(
+            sampler,
+            self.task,
+            [problems[i] for i in idx],
+            [prompts[i] for i in idx],
+            sampling,
+            seed + RANK_STRIDE * group,
+        )
+        rows = pd.DataFrame.from_records(gather_object(rows.to_dict("records") if speaks else []))
         order = {str(p.id): i for i, p in enumerate(problems)}
         rows = rows.sort_values(
             ["prompt_id", "sample_idx"],
@@ -272,16 +309,17 @@ class Study:
         self.sampler_for(checkpoint)
         self.pool.generator = self.sampler
         # Whole prompts per rank: a tournament compares a prompt's generations with each other.
-        with self.state.split_between_processes(list(dict.fromkeys(rows["prompt_id"]))) as prompts:
-            mine = set(prompts)
+        mine, _, speaks = self.share(list(dict.fromkeys(rows["prompt_id"])))
+        mine = set(mine)
         idx = [i for i, p in enumerate(rows["prompt_id"]) if p in mine]
         part, costs = verify_rows(rows.iloc[idx].reset_index(drop=True), self.cfg.verifiers, self.pool)
         cols = [v.column for v in self.cfg.verifiers]
-        by_row = dict(gather_object([(i, rec) for i, rec in zip(idx, part[cols].to_dict("records"))]))
+        scored = [(i, rec) for i, rec in zip(idx, part[cols].to_dict("records"))] if speaks else []
+        by_row = dict(gather_object(scored))
         rows = rows.copy()
         for col in cols:
             rows[col] = [by_row[i][col] for i in range(len(rows))]
-        costs = add_shared_member_costs(_merge_costs(gather_object([costs])))
+        costs = add_shared_member_costs(_merge_costs(gather_object([costs] if speaks else [])))
         if self.state.is_main_process:
             write_json(cost_path, costs)
             write_parquet(path, rows)
@@ -289,11 +327,15 @@ class Study:
         return rows, costs
 
     def select(self, path: Path, rows: pd.DataFrame, seed: int) -> pd.DataFrame:
+        # Every rank meets the barrier, whether it finds the file or not: no collective comes before
+        # the main process writes it, so a slower rank may find it already there, and skipping the
+        # barrier would leave the ranks one collective apart (a hang at the next one).
         if path.exists():
-            return pd.read_parquet(path)
-        rows = select_rows(rows, self.cfg.verifiers, self.cfg.filter, seed)
-        if self.state.is_main_process:
-            write_parquet(path, rows)
+            rows = pd.read_parquet(path)
+        else:
+            rows = select_rows(rows, self.cfg.verifiers, self.cfg.filter, seed)
+            if self.state.is_main_process:
+                write_parquet(path, rows)
         self.state.wait_for_everyone()
         return rows
 
@@ -303,8 +345,8 @@ class Study:
         ckpt, stats_path = rd / "checkpoint", rd / "sft.json"
         if stats_path.exists() and (ckpt / "config.json").exists():
             return ckpt, read_json(stats_path)
-        if self.sampler is not None:
-            self.sampler.sleep()  # frees the engine's GPU memory while SFT runs (no-op on CPU)
+        if self.pool is not None:
+            self.pool.sleep()  # frees the engines' GPU memory while SFT runs (no-op on CPU)
         columns = ["prompt", "completion"] + (["finish_reason"] if "finish_reason" in kept else [])
         stats = distill(
             kept[columns],
@@ -315,8 +357,8 @@ class Study:
             callbacks=[self.console.sft_callback()],
         )
         gc.collect()
-        if self.sampler is not None:
-            self.sampler.wake_up()
+        if self.pool is not None:
+            self.pool.wake_up()
         if self.state.is_main_process:
             write_json(stats_path, stats)
         self.state.wait_for_everyone()
@@ -410,7 +452,8 @@ class Study:
 def run_study(cfg: IterateConfig) -> list[dict]:
     """Run (or resume) a whole study; return the metrics of every round."""
     seed_everything(cfg.seed)
-    PartialState(cpu=_on_cpu())  # the process group of a multi-process launch (gloo on CPU)
+    # the process group of a multi-process launch (gloo on CPU), before anything else creates it
+    PartialState(cpu=_on_cpu(), timeout=dist_timeout())
     out = Path(cfg.output_dir)
     with StudyConsole(out, title=f"{cfg.model} on {cfg.task.name}", rounds=cfg.rounds) as console:
         study = Study(cfg, console)
@@ -486,7 +529,34 @@ def _start(out: Path, cfg: IterateConfig, state: PartialState) -> dict:
     if state.is_main_process:
         write_json(path, meta)
     state.wait_for_everyone()
+    check_shared(out, path, state)
     return meta
+
+
+def check_shared(out: Path, written: Path, state: PartialState) -> None:
+    """Every rank sees the file rank 0 just wrote: a study across nodes needs output_dir on storage
+    they all share, since every rank's engine loads the checkpoints rank 0 writes there."""
+    import platform
+
+    blind = gather_object([] if written.exists() else [f"rank {state.process_index} on {platform.node()}"])
+    if blind:
+        raise UserError(
+            f"output_dir: {', '.join(blind)} cannot see {written}, which rank 0 wrote; put output_dir "
+            f"({out}) on storage every node shares (and MINDGAP_CACHE, where models are converted)"
+        )
+
+
+def dist_timeout():
+    """`DIST_TIMEOUT_SECONDS`, or $MINDGAP_DIST_TIMEOUT seconds, as the timedelta torch wants."""
+    import datetime
+    import os
+
+    value = os.environ.get("MINDGAP_DIST_TIMEOUT", "").strip()
+    try:
+        seconds = float(value) if value else DIST_TIMEOUT_SECONDS
+    except ValueError:
+        raise UserError(f"MINDGAP_DIST_TIMEOUT: expected seconds, got {value!r}") from None
+    return datetime.timedelta(seconds=seconds)
 
 
 def _merge_costs(per_rank: list[dict[str, dict]]) -> dict[str, dict]:

@@ -51,7 +51,7 @@ def measure_gap(cfg: GapConfig, log=print) -> dict:
     model_dir = resolve_model(cfg.model)
     task, problems, prompts, shots = prepare_prompts(cfg.task, model_dir, "test", cfg.seed)
     log(f"{cfg.model} on {task.name}: {len(problems)} prompts x {cfg.sampling.n} samples")
-    engine = OneEngine(cfg.engine, cfg.seed)
+    engine = OneEngine(cfg.engine, cfg.seed, log_dir=out / "logs")
     try:
         rows = _stage(
             out / "generations.parquet",
@@ -141,7 +141,7 @@ def cross_verify(cfg: CrossVerifyConfig, log=print) -> list[dict]:
         write_json(out / "run.json", study_metadata(to_dict(cfg)))
     gen_dirs = {g: resolve_model(g) for g in cfg.generators}
     ver_dirs = {v: resolve_model(v) for v in cfg.verifier_models}
-    engine = OneEngine(cfg.engine, cfg.seed)
+    engine = OneEngine(cfg.engine, cfg.seed, log_dir=out / "logs")
     try:
         for g, model_dir in gen_dirs.items():
             path = out / model_slug(g) / "generations.parquet"

@@ -46,8 +46,9 @@ def check_resume(
     out: Path, saved: Path, now: dict, may_change: tuple[str, ...], key: str | None = None
 ) -> dict | None:
     """On a resumed run (`saved` exists), refuse to go on when the config saved there (under `key`, if
-    given) differs from `now` in a key outside `may_change`, then clear what a killed run left
-    half-written in `out`. Returns the content of `saved`, or None on a new run."""
+    given) differs from `now` in a key outside `may_change` (top-level names, or dotted ones such as
+    `engine.server_url` for one key of a section), then clear what a killed run left half-written in
+    `out`. Returns the content of `saved`, or None on a new run."""
     from core.io import read_json, remove_interrupted_writes
 
     if out.exists() and not out.is_dir():
@@ -58,7 +59,7 @@ def check_resume(
         return None
     content = read_json(saved)
     before = content[key] if key else content
-    changed = [k for k in now if k not in may_change and before.get(k) != now[k]]
+    changed = [k for k in now if k not in may_change and _differs(k, before.get(k), now[k], may_change)]
     if changed:
         raise UserError(
             f"output_dir: {out} holds an earlier run with a different '{changed[0]}'; pass a new "
@@ -69,3 +70,16 @@ def check_resume(
     if PartialState().is_main_process:  # the process that writes artifacts, before it writes any
         remove_interrupted_writes(out)  # a killed run's half-written temp files
     return content
+
+
+def _differs(key: str, before, now, may_change: tuple[str, ...]) -> bool:
+    """Whether section `key` changed in a way that matters: its keys named `key.<name>` in
+    `may_change` left out."""
+    if before == now:
+        return False
+    free = {m.split(".", 1)[1] for m in may_change if m.startswith(key + ".")}
+    if not free or not isinstance(before, dict) or not isinstance(now, dict):
+        return True
+    return {k: v for k, v in before.items() if k not in free} != {
+        k: v for k, v in now.items() if k not in free
+    }

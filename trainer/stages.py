@@ -67,12 +67,12 @@ class VerifierPool:
     seed: int
     samplers: dict = field(default_factory=dict)  # model dir -> (sampler, tokenizer, style)
 
-    def context(self, cfg: VerifierConfig) -> VerifyContext:
+    def context(self, cfg: VerifierConfig, key: str = "verifiers") -> VerifyContext:
         from transformers import AutoTokenizer
 
         from eval.prompts import resolve_prompt_style
         from trainer.models import resolve_model
-        from trainer.samplers import build_sampler
+        from trainer.samplers import build_sampler, check_second_engine
 
         cls = VERIFIERS[cfg.name]
         if not cls.needs_model:
@@ -83,11 +83,29 @@ class VerifierPool:
             if model_dir == self.generator_dir and self.generator is not None:
                 sampler = self.generator
             else:
+                check_second_engine(self.engine, f"{key}.model")
                 sampler = build_sampler(model_dir, self.engine, self.seed)
             tok = AutoTokenizer.from_pretrained(model_dir)
             self.samplers[key] = (sampler, tok, resolve_prompt_style("auto", tok))
         sampler, tok, style = self.samplers[key]
         return VerifyContext(sampler, tok, style, self.task, self.shots, self.seed)
+
+    def engines(self) -> list[Sampler]:
+        """Every distinct sampler of the pool, the generator's first."""
+        out = [self.generator] if self.generator is not None else []
+        for sampler, _, _ in self.samplers.values():
+            if all(sampler is not s for s in out):
+                out.append(sampler)
+        return out
+
+    def sleep(self) -> None:
+        """Free every engine's accelerator memory while SFT runs (a no-op where nothing is held)."""
+        for sampler in self.engines():
+            sampler.sleep()
+
+    def wake_up(self) -> None:
+        for sampler in self.engines():
+            sampler.wake_up()
 
     def close(self) -> None:
         """Close the samplers this pool started (not the generator's)."""
@@ -111,7 +129,7 @@ def verify_rows(
     costs = {}
     for i, cfg in enumerate(verifiers):
         key = keys[i] if keys else f"verifiers.{i}"
-        verifier = make_verifier(cfg, pool.context(cfg), key)
+        verifier = make_verifier(cfg, pool.context(cfg, key), key)
         start = time.perf_counter()
         result: VerifierResult = verifier.score(rows)
         rows[cfg.column] = np.asarray(result.scores, dtype=float)
@@ -144,8 +162,9 @@ def select_rows(
 class OneEngine:
     """At most one loaded model: asking for another closes the current one first."""
 
-    def __init__(self, engine: EngineConfig, seed: int):
+    def __init__(self, engine: EngineConfig, seed: int, log_dir: Path | None = None):
         self.engine, self.seed = engine, seed
+        self.log_dir = log_dir  # where a vLLM server started here writes its output
         self.model_dir: Path | None = None
         self.sampler: Sampler | None = None
 
@@ -154,7 +173,7 @@ class OneEngine:
             self.close()
             from trainer.samplers import build_sampler
 
-            self.sampler = build_sampler(model_dir, self.engine, self.seed)
+            self.sampler = build_sampler(model_dir, self.engine, self.seed, log_dir=self.log_dir)
             self.model_dir = model_dir
         return self.sampler
 

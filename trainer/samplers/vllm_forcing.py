@@ -16,8 +16,9 @@ from __future__ import annotations
 import torch
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality
 
-FORCE_KEY = "mindgap_force"
-FORCE_PROCESSOR = "trainer.samplers.vllm_forcing:ForcedTokensLogitsProcessor"
+from trainer.samplers.base import FORCE_KEY, FORCE_PROCESSOR
+
+__all__ = ["FORCE_KEY", "FORCE_PROCESSOR", "ForcedTokensLogitsProcessor"]
 
 
 class ForcedTokensLogitsProcessor(LogitsProcessor):
