@@ -75,3 +75,22 @@ def test_resume_refuses_a_changed_config_and_touches_nothing(tmp_path):
     # A key that may change (more rounds) resumes: the saved content comes back, the leftover goes.
     meta = check_resume(tmp_path, saved, {"seed": 1, "rounds": 5}, ("rounds",), key="config")
     assert meta["started"] == "earlier" and not leftover.exists()
+
+
+def test_a_run_saved_before_a_key_existed_resumes_while_the_key_keeps_its_default(tmp_path):
+    """Configs gain keys between versions: a saved run without one resumes if the key is at its default."""
+    from core.config import to_dict
+    from trainer.config import IterateConfig
+
+    defaults = to_dict(IterateConfig())
+    old = to_dict(IterateConfig())
+    del old["engine"]["max_model_len"]  # a key this (pretend) older version did not have
+    del old["verifiers"][0]["template"]  # also inside a list of sections
+    write_json(tmp_path / "study.json", {"config": old})
+    now = to_dict(IterateConfig())
+    assert check_resume(tmp_path, tmp_path / "study.json", now, (), key="config", defaults=defaults)
+    now["engine"]["max_model_len"] = 2048  # set away from its default: the old run did not use it
+    with pytest.raises(UserError, match="different 'engine'"):
+        check_resume(tmp_path, tmp_path / "study.json", now, (), key="config", defaults=defaults)
+    with pytest.raises(UserError, match="different 'engine'"):  # without defaults, any new key differs
+        check_resume(tmp_path, tmp_path / "study.json", to_dict(IterateConfig()), (), key="config")

@@ -522,7 +522,7 @@ def _start(out: Path, cfg: IterateConfig, state: PartialState) -> dict:
     """Write study.json on a new study; on a resumed one check that finished stages stay valid."""
     path = out / "study.json"
     now = to_dict(cfg)
-    meta = check_resume(out, path, now, RESUMABLE_CHANGES, key="config")
+    meta = check_resume(out, path, now, RESUMABLE_CHANGES, key="config", defaults=to_dict(IterateConfig()))
     if meta is None:
         meta = study_metadata(now)
     meta["config"] = now

@@ -43,7 +43,7 @@ def measure_gap(cfg: GapConfig, log=print) -> dict:
     """generate → verify → select on the held-out split, then every metric with its interval."""
     seed_everything(cfg.seed)
     out = Path(cfg.output_dir)
-    check_resume(out, out / "config.json", to_dict(cfg), GAP_SUMMARY_ONLY)
+    check_resume(out, out / "config.json", to_dict(cfg), GAP_SUMMARY_ONLY, defaults=to_dict(type(cfg)()))
     write_json(out / "config.json", to_dict(cfg))
     if not (out / "run.json").exists():  # what made the files: versions, commit, CPU, engine dtype
         write_json(out / "run.json", study_metadata(to_dict(cfg)))
@@ -135,7 +135,7 @@ def cross_verify(cfg: CrossVerifyConfig, log=print) -> list[dict]:
     strategy (the diagonal is self-verification). One model is loaded at a time."""
     seed_everything(cfg.seed)
     out = Path(cfg.output_dir)
-    check_resume(out, out / "config.json", to_dict(cfg), MATRIX_RESUMABLE)
+    check_resume(out, out / "config.json", to_dict(cfg), MATRIX_RESUMABLE, defaults=to_dict(type(cfg)()))
     write_json(out / "config.json", to_dict(cfg))
     if not (out / "run.json").exists():
         write_json(out / "run.json", study_metadata(to_dict(cfg)))
@@ -277,7 +277,7 @@ def verify_compute(cfg: VerifyComputeConfig, log=print) -> list[dict]:
     per (filter, k), in `cfg.filters` order."""
     seed_everything(cfg.seed)
     out = Path(cfg.output_dir)
-    check_resume(out, out / "config.json", to_dict(cfg), COMPUTE_SUMMARY_ONLY)
+    check_resume(out, out / "config.json", to_dict(cfg), COMPUTE_SUMMARY_ONLY, defaults=to_dict(type(cfg)()))
     write_json(out / "config.json", to_dict(cfg))
     if not (out / "run.json").exists():
         write_json(out / "run.json", study_metadata(to_dict(cfg)))
@@ -435,7 +435,7 @@ def scaling(cfg: ScalingConfig, log=print) -> dict:
     from eval.scaling import ScalingPoint, fit_scaling, relative_gaps_per_prompt, scaling_markdown
 
     out = Path(cfg.output_dir)
-    check_resume(out, out / "config.json", to_dict(cfg), SCALING_RESUMABLE)
+    check_resume(out, out / "config.json", to_dict(cfg), SCALING_RESUMABLE, defaults=to_dict(type(cfg)()))
     write_json(out / "config.json", to_dict(cfg))
     if not (out / "run.json").exists():
         write_json(out / "run.json", study_metadata(to_dict(cfg)))

@@ -43,12 +43,20 @@ def prepare_prompts(task_cfg, model_dir: Path, split: str, seed: int):
 
 
 def check_resume(
-    out: Path, saved: Path, now: dict, may_change: tuple[str, ...], key: str | None = None
+    out: Path,
+    saved: Path,
+    now: dict,
+    may_change: tuple[str, ...],
+    key: str | None = None,
+    defaults: dict | None = None,
 ) -> dict | None:
     """On a resumed run (`saved` exists), refuse to go on when the config saved there (under `key`, if
     given) differs from `now` in a key outside `may_change` (top-level names, or dotted ones such as
     `engine.server_url` for one key of a section), then clear what a killed run left half-written in
-    `out`. Returns the content of `saved`, or None on a new run."""
+    `out`. Returns the content of `saved`, or None on a new run.
+
+    `defaults` (the config class's defaults, as a dict) fills keys the saved config lacks: a run made
+    before a key existed resumes as long as the key keeps its default."""
     from core.io import read_json, remove_interrupted_writes
 
     if out.exists() and not out.is_dir():
@@ -59,6 +67,8 @@ def check_resume(
         return None
     content = read_json(saved)
     before = content[key] if key else content
+    if defaults is not None:
+        before = fill_missing(before, defaults)
     changed = [k for k in now if k not in may_change and _differs(k, before.get(k), now[k], may_change)]
     if changed:
         raise UserError(
@@ -70,6 +80,19 @@ def check_resume(
     if PartialState().is_main_process:  # the process that writes artifacts, before it writes any
         remove_interrupted_writes(out)  # a killed run's half-written temp files
     return content
+
+
+def fill_missing(saved, defaults):
+    """`saved` with every key of `defaults` it lacks added, at any depth (list items of mappings are
+    filled from the defaults' first item)."""
+    if isinstance(saved, dict) and isinstance(defaults, dict):
+        return {
+            **{k: v for k, v in defaults.items() if k not in saved},
+            **{k: fill_missing(v, defaults[k]) if k in defaults else v for k, v in saved.items()},
+        }
+    if isinstance(saved, list) and isinstance(defaults, list) and defaults and isinstance(defaults[0], dict):
+        return [fill_missing(item, defaults[0]) if isinstance(item, dict) else item for item in saved]
+    return saved
 
 
 def _differs(key: str, before, now, may_change: tuple[str, ...]) -> bool:
