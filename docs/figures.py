@@ -69,6 +69,13 @@ def _meta(run: Path, *names: str) -> dict:
     return {}
 
 
+def _span(low, high, unit: str) -> str:
+    """'2 terms', '1–2 digits', or the generator's default where the setting leaves it open."""
+    if low is None and high is None:
+        return f"default {unit}"
+    return f"{low} {unit}" if low == high else f"{low}–{high} {unit}"
+
+
 def _duration(seconds: float) -> str:
     minutes, sec = divmod(int(round(seconds)), 60)
     return f"{minutes} min {sec:02d} s" if minutes else f"{sec} s"
@@ -185,8 +192,9 @@ def task_scan_block(runs: Path) -> str:
         rows.append(
             [
                 f"`{setting}`",
-                f"{opts.get('min_terms')}–{opts.get('max_terms')} terms, {opts.get('min_digits')}–"
-                f"{opts.get('max_digits')} digits, `{''.join(opts.get('operators', ['+-*/']))}`"
+                f"{_span(opts.get('min_terms'), opts.get('max_terms'), 'terms')}, "
+                f"{_span(opts.get('min_digits'), opts.get('max_digits'), 'digits')}, "
+                f"`{''.join(opts.get('operators', ['+-*/']))}`"
                 + ("" if opts.get("allow_negation") is False else ", negatives")
                 + ("" if opts.get("allow_parentheses") is False else ", parentheses"),
                 _ci(m["generation_utility"]),
