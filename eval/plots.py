@@ -102,6 +102,11 @@ def plot_cross_verify(
     return _save(fig, path)
 
 
+def _tokens(n: float) -> str:
+    """A token count as a tick label: 215k, 1.72M."""
+    return f"{n / 1e6:.3g}M" if n >= 1e6 else f"{n / 1e3:.3g}k"
+
+
 def plot_verify_compute(records: list[dict], path: Path) -> Path:
     """The gap against k, the verifications averaged per sample, and against the tokens they cost, a
     line per filter; AUROC (pooled and per prompt, the same under every filter) against k. Error bars
@@ -151,7 +156,7 @@ def plot_verify_compute(records: list[dict], path: Path) -> Path:
                 label="oracle (the ceiling)",
             )
         ax.set_xscale("log", base=2)
-        ax.set_xticks(xs, [str(k) for k in x] if ax is not axes[1] else [f"{t / 1000:.3g}k" for t in xs])
+        ax.set_xticks(xs, [str(k) for k in x] if ax is not axes[1] else [_tokens(t) for t in xs])
         ax.minorticks_off()
         ax.axhline(0.5 if ylabel == "AUROC" else 0.0, color="grey", lw=0.8)
         ax.set(xlabel=xlabel, ylabel=ylabel)
