@@ -424,6 +424,23 @@ def test_bf16_scores_track_fp32_and_repeat_exactly(bf16_sampler, prompts, hf_sco
 
 @needs_vllm
 @pytest.mark.slow
+def test_stop_strings_end_completions_alike_on_both_backends(hf, vllm_sampler, prompts, hf_greedy):
+    """A completion ends before the first stop string it writes; the tokens that wrote it are counted."""
+    full = hf_greedy[2][0]
+    words = full.text.split()
+    assert len(words) >= 5, full.text  # the sentence about the sea runs past the stop word
+    stop = " " + words[3]
+    expected = full.text[: full.text.find(stop)]
+    kw = dict(n=1, temperature=0.0, top_p=1.0, max_tokens=GREEDY_TOKENS, seed=0)
+    (h,) = hf.generate(prompts[2:], stop=[stop, "never written"], **kw)[0]
+    (v,) = vllm_sampler.generate(prompts[2:], stop=[stop, "never written"], **kw)[0]
+    assert h.text == v.text == expected
+    assert h.finish_reason == v.finish_reason == "stop"
+    assert h.n_tokens == v.n_tokens < full.n_tokens
+
+
+@needs_vllm
+@pytest.mark.slow
 def test_vllm_sleep_is_a_no_op_on_cpu_and_close_frees_the_engine(vllm_sampler, prompts):
     import psutil
 
@@ -447,20 +464,3 @@ def test_vllm_sleep_is_a_no_op_on_cpu_and_close_frees_the_engine(vllm_sampler, p
     with pytest.raises(RuntimeError, match="close"):
         vllm_sampler.generate(prompts[:1], n=1, temperature=0.0, top_p=1.0, max_tokens=4, seed=0)
     vllm_sampler.close()  # twice is fine
-
-
-@needs_vllm
-@pytest.mark.slow
-def test_stop_strings_end_completions_alike_on_both_backends(hf, vllm_sampler, prompts, hf_greedy):
-    """A completion ends before the first stop string it writes; the tokens that wrote it are counted."""
-    full = hf_greedy[2][0]
-    words = full.text.split()
-    assert len(words) >= 5, full.text  # the sentence about the sea runs past the stop word
-    stop = " " + words[3]
-    expected = full.text[: full.text.find(stop)]
-    kw = dict(n=1, temperature=0.0, top_p=1.0, max_tokens=GREEDY_TOKENS, seed=0)
-    (h,) = hf.generate(prompts[2:], stop=[stop, "never written"], **kw)[0]
-    (v,) = vllm_sampler.generate(prompts[2:], stop=[stop, "never written"], **kw)[0]
-    assert h.text == v.text == expected
-    assert h.finish_reason == v.finish_reason == "stop"
-    assert h.n_tokens == v.n_tokens < full.n_tokens

