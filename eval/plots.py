@@ -4,6 +4,7 @@ pretraining compute."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -130,8 +131,9 @@ def plot_verify_compute(records: list[dict], path: Path) -> Path:
         ax.errorbar(shift, vals, yerr=err, marker="o", capsize=3, label=label)
 
     for j, f in enumerate(filters):
-        line(axes[0], x, ks[f], "gap", j, len(filters), f"gap, filter {f}")
-        line(axes[1], tokens, ks[f], "gap", j, len(filters), f"gap, filter {f}")
+        label = "gap, filter " + re.sub(r"([a-z])([\d.])", r"\1 \2", f, count=1)  # "threshold 0.5"
+        line(axes[0], x, ks[f], "gap", j, len(filters), label)
+        line(axes[1], tokens, ks[f], "gap", j, len(filters), label)
     for j, key in enumerate(("auroc", "auroc_per_prompt")):
         line(axes[2], x, first, key, j, 2, key.replace("_", " "))
     for r, t in zip(first, tokens):
