@@ -78,7 +78,8 @@ def load_config(cls: type[C], argv: list[str] | None = None, default_config: str
         argv.remove("--verbose")
         os.environ["MINDGAP_VERBOSE"] = "1"
     if "--help" in argv or "-h" in argv:
-        print(help_text(cls, default_config))
+        given = argv[argv.index("--config") + 1] if "--config" in argv[:-1] else None
+        print(help_text(cls, given or default_config))
         sys.exit(0)
     config_path, overrides = _split_argv(argv)
     config_path = config_path or default_config
@@ -154,19 +155,42 @@ def at_least(key: str, value: float, low: float) -> None:
 
 
 def help_text(cls: type, default_config: str | None = None) -> str:
-    """Every key of `cls` (dotted), its type, default and help; what `--help` prints."""
+    """Every key of `cls` (dotted), its type, default and help, and the value the config file gives it
+    where that differs; what `--help` prints."""
     lines = [f"{cls.__name__}: {(cls.__doc__ or '').strip().splitlines()[0]}", ""]
     lines.append("usage: [--config FILE] [--KEY VALUE ...]   (dotted keys; values are YAML)")
+    in_file: Any = {}
     if default_config:
-        lines.append(f"default --config: {default_config}")
+        lines.append(f"--config: {default_config} (its values: 'config file:' below)")
+        with contextlib.suppress(OSError, yaml.YAMLError):
+            in_file = yaml.safe_load(Path(default_config).read_text()) or {}
     lines.append("")
     rows = list(_help_rows(cls, ""))
     width = min(34, max(len(k) for k, _, _, _ in rows) + 2)
     for key, tp, default, text in rows:
-        lines.append(f"  --{key:<{width}} {tp} = {default}")
+        value = _lookup(in_file, key)
+        shown = (
+            ""
+            if value is _NO_DEFAULT or _yaml_text(value) == default
+            else f"; config file: {_yaml_text(value)}"
+        )
+        lines.append(f"  --{key:<{width}} {tp} = {default}{shown}")
         if text:
             lines.append(f"      {text}")
     return "\n".join(lines)
+
+
+def _lookup(data: Any, key: str) -> Any:
+    """The value at dotted `key` of a loaded YAML mapping, or _NO_DEFAULT."""
+    for part in key.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return _NO_DEFAULT
+        data = data[part]
+    return data
+
+
+def _yaml_text(value: Any) -> str:
+    return "null" if value is None else repr(value) if isinstance(value, str) else str(value)
 
 
 def _help_rows(cls: type, prefix: str) -> Iterator[tuple[str, str, str, str]]:

@@ -185,6 +185,14 @@ def test_help_prints_every_key_with_its_type_default_and_help():
     ):
         assert key in out, key
     assert "--sampling.n" in out and "int = 4" in out and "samples per prompt" in out
+    # where the default config file sets a key otherwise, its value is shown beside the default
+    import yaml
+
+    shipped = yaml.safe_load((ROOT / "recipes" / "configs" / "quickstart.yaml").read_text())
+    line = next(x for x in out.splitlines() if x.strip().startswith("--task.test_size "))
+    assert line.endswith(f"int = 32; config file: {shipped['task']['test_size']}"), line
+    line = next(x for x in out.splitlines() if x.strip().startswith("--seed "))
+    assert "config file" not in line, line  # the file gives the default's own value
     # every field of every section is there, each with a line of help
     from core.config import _help_rows
 
