@@ -210,7 +210,7 @@ def _diversity_rule(history: list[dict], cfg: SaturationConfig, n_boot: int, see
         "change": {"value": change, "ci_low": low, "ci_high": high},
         "threshold": cfg.diversity_drop,
         "reason": (
-            f"{key}: fell from {first.mean():.3f} (round 0) to {now.mean():.3f}, {fell:.0%} of round 0's "
+            f"{key}: fell from {first.mean():.3f} (round 0) to {now.mean():.3f}, by {fell:.0%} of round 0's "
             f"(> {cfg.diversity_drop:.0%}; change {change:+.3f} [{level * 100:g}% CI {low:+.3f}, "
             f"{high:+.3f}], below 0): diversity collapsed"
         ),

@@ -263,9 +263,9 @@ def test_accelerate_two_processes_cpu(tmp_path, tiny_model_dir):
 
 @pytest.mark.slow
 @needs_vllm
-def test_one_round_on_vllm(tmp_path, smollm2_dir):
+def test_one_round_on_vllm(tmp_path, tiny_model_dir):
     out = tmp_path / "vllm"
-    log = run(study_args(smollm2_dir, out, backend="vllm", rounds=1))
+    log = run(study_args(tiny_model_dir, out, backend="vllm", rounds=1))
     history = stable(out / "metrics.jsonl")
     assert [m["round"] for m in history] == [0, 1]
     m1 = json.loads((out / "round_001" / "metrics.json").read_text())
