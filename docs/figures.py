@@ -228,7 +228,7 @@ def study_block(run: Path, name: str) -> str:
     timing = run / "make_quickstart.json"
     wall = json.loads(timing.read_text()) if timing.exists() else {}
     rows = table_rows(history)
-    keep = [c for c in rows[0] if c not in ("truncated", "AUROC")]
+    keep = [c for c in rows[0] if c != "AUROC"]  # the per-prompt AUROC, what the filter acts on, stays
     lines = _table(keep, [[r[c] for c in keep] for r in rows])
     stop = history[-1].get("stop")
     lines += ["", f"**Stopped:** {stop}" if stop else f"Ran all {len(history) - 1} rounds; no rule fired."]
@@ -259,6 +259,10 @@ def compare_block(run: Path, name: str) -> str:
         run / "plots", name, ["compare_accuracy_gap.png", "compare_pass_at_k.png", "compare_diversity.png"]
     )
     lines.append(provenance(meta, wall_seconds(run), what=f"runs/{name}"))
+    wall = run / "wall.json"
+    note = json.loads(wall.read_text()).get("note") if wall.exists() else None
+    if note:  # e.g. a condition's folder copied in from an equal run, which the wall time leaves out
+        lines += ["", f"_Wall time: {note}._"]
     return "\n".join(lines).strip() + "\n"
 
 
