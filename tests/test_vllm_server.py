@@ -144,6 +144,30 @@ def test_a_study_resumes_with_its_server_elsewhere(tmp_path):
         check_resume(tmp_path, tmp_path / "study.json", other, RESUMABLE_CHANGES, key="config")
 
 
+def test_a_measurement_resumes_with_its_server_elsewhere_or_another_gpu_memory_share(tmp_path):
+    """measure_gap (and the recipes built on it) resume as studies do: where the server runs and how
+    much GPU memory the engine takes change no finished stage."""
+    from core.config import to_dict
+    from core.io import write_json
+    from trainer.config import GapConfig
+    from trainer.measure import GAP_SUMMARY_ONLY
+    from trainer.run import check_resume
+
+    def cfg(**engine) -> dict:
+        return to_dict(GapConfig(engine=EngineConfig(backend="vllm_server", **engine)))
+
+    write_json(tmp_path / "config.json", cfg(server_url="http://a:1", gpu_memory_utilization=0.35))
+    moved = cfg(server_url="http://b:2", gpu_memory_utilization=0.7)
+    assert check_resume(tmp_path, tmp_path / "config.json", moved, GAP_SUMMARY_ONLY)
+    with pytest.raises(UserError, match="different 'engine'"):
+        check_resume(
+            tmp_path,
+            tmp_path / "config.json",
+            cfg(server_url="http://a:1", dtype="float16"),
+            GAP_SUMMARY_ONLY,
+        )
+
+
 def test_every_rank_must_see_what_rank_0_wrote(tmp_path, monkeypatch):
     """The shared-storage check (the message a rank on another node without output_dir gives), and
     the collectives' timeout."""

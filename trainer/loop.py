@@ -32,7 +32,7 @@ from trainer.config import CompareConfig, IterateConfig
 from trainer.console import StudyConsole
 from trainer.memory import gpu_mb, rss_mb
 from trainer.models import resolve_model
-from trainer.run import check_resume, prepare_prompts, seed_everything
+from trainer.run import ENGINE_RESUMABLE, check_resume, prepare_prompts, seed_everything
 from trainer.samplers.base import Sampler
 from trainer.stages import VerifierPool, generate_rows, select_rows, verify_rows
 from trainer.study import study_metadata
@@ -50,13 +50,7 @@ RESUMABLE_CHANGES = (
     "saturation",
     "log_samples",
     "output_dir",
-    # where the vLLM server is and how it is reached (a resubmitted job may start it elsewhere)
-    "engine.server_url",
-    "engine.server_port",
-    "engine.server_gpus",
-    "engine.server_timeout",
-    "engine.concurrency",
-    "engine.retries",
+    *ENGINE_RESUMABLE,
 )
 
 # Seeds. Round t's stages draw from `seed + ROUND_STRIDE * t + stage`, so no two stages of a study

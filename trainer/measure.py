@@ -25,14 +25,14 @@ from core.io import read_json, write_json, write_parquet, write_text
 from eval.gap import summarize, unparseable
 from trainer.config import CrossVerifyConfig, GapConfig, ScalingConfig, VerifyComputeConfig
 from trainer.models import count_parameters, resolve_model
-from trainer.run import check_resume, prepare_prompts, seed_everything
+from trainer.run import ENGINE_RESUMABLE, check_resume, prepare_prompts, seed_everything
 from trainer.stages import OneEngine, VerifierPool, generate_rows, select_rows, verify_rows
 from trainer.study import engine_dtype, study_metadata
 from trainer.verifiers.base import VerifierConfig
 from trainer.verifiers.ensemble import add_shared_member_costs
 
 # Keys that change only the summary, not the stages: they may differ on resume.
-GAP_SUMMARY_ONLY = ("bootstrap", "confidence", "ci_method", "output_dir")
+GAP_SUMMARY_ONLY = ("bootstrap", "confidence", "ci_method", "output_dir", *ENGINE_RESUMABLE)
 # cross_verify may also grow its matrix on resume (folders are per model).
 MATRIX_RESUMABLE = (*GAP_SUMMARY_ONLY, "generators", "verifier_models")
 # scaling may add models or correct their token counts (each model's run checks its own stages).

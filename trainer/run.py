@@ -42,6 +42,19 @@ def prepare_prompts(task_cfg, model_dir: Path, split: str, seed: int):
     return task, problems, prompts, shots
 
 
+# Engine keys that may change between a run and its resume: where the vLLM server is and how it is
+# reached (a resubmitted job may start it elsewhere), and how much GPU memory the engine may take.
+ENGINE_RESUMABLE = (
+    "engine.server_url",
+    "engine.server_port",
+    "engine.server_gpus",
+    "engine.server_timeout",
+    "engine.concurrency",
+    "engine.retries",
+    "engine.gpu_memory_utilization",
+)
+
+
 def check_resume(
     out: Path,
     saved: Path,
