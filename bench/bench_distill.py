@@ -211,7 +211,9 @@ def main() -> None:
         }
         if method == "lora":
             variants["mindgap_lora_packed"] = run_mindgap("lora", packing=True)
-            variants["mindgap_lora_by_length"] = run_mindgap("lora", trl={"group_by_length": True})
+            variants["mindgap_lora_by_length"] = run_mindgap(
+                "lora", trl={"train_sampling_strategy": "group_by_length"}
+            )
         runs.update(interleave(variants, args.repeats, warmup=args.warmup))
     shutil.rmtree(scratch, ignore_errors=True)
 
