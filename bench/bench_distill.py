@@ -84,14 +84,14 @@ def plain_trl(rows, base: Path, out: Path, method: str, seed: int, packing: bool
         )
     trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok, peft_config=peft)
     start = time.perf_counter()
-    trainer.train()
+    loss = trainer.train().training_loss
     train_s = time.perf_counter() - start
     tokens = next(int(h["num_tokens"]) for h in reversed(trainer.state.log_history) if "num_tokens" in h)
     final = trainer.model.merge_and_unload() if method == "lora" else trainer.model
     final.to(torch.bfloat16).save_pretrained(out)
     tok.save_pretrained(out)
     shutil.rmtree(work, ignore_errors=True)
-    return {"train_seconds": train_s, "train_tokens": tokens}
+    return {"train_seconds": train_s, "train_tokens": tokens, "loss": loss}
 
 
 def padding_share(rows, base: Path, packing: bool) -> dict:
@@ -158,6 +158,9 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=48, help="kept samples (the quickstart keeps 48 a round)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1, help="discarded runs of each variant first")
+    ap.add_argument(
+        "--skip_batching", action="store_true", help="without the packed and length-grouped LoRA variants"
+    )
     args = ap.parse_args()
 
     from bench_matmul import peak
@@ -209,7 +212,7 @@ def main() -> None:
             f"mindgap_{method}_bf16": run_mindgap(method, bf16=True),
             f"plain_{method}": run_plain(method),
         }
-        if method == "lora":
+        if method == "lora" and not args.skip_batching:
             variants["mindgap_lora_packed"] = run_mindgap("lora", packing=True)
             variants["mindgap_lora_by_length"] = run_mindgap(
                 "lora", trl={"train_sampling_strategy": "group_by_length"}
@@ -253,13 +256,14 @@ def main() -> None:
             )
         res.add(f"{method}: fixed cost, load + wrap + tokenize", median(mg, "build_seconds"), "s")
         res.add(f"{method}: fixed cost, merge + save", median(mg, "save_seconds"), "s")
-    packed, by_length = runs["mindgap_lora_packed"], runs["mindgap_lora_by_length"]
-    base_tps = median(runs["mindgap_lora"], "tok_per_s")
-    res.add("lora + packing: training tokens/s", median(packed, "tok_per_s"), "tok/s")
-    res.add("lora: packing speed-up (training tokens/s)", median(packed, "tok_per_s") / base_tps, "x")
-    res.add(
-        "lora: length-grouped batches speed-up (tokens/s)", median(by_length, "tok_per_s") / base_tps, "x"
-    )
+    if not args.skip_batching:
+        packed, by_length = runs["mindgap_lora_packed"], runs["mindgap_lora_by_length"]
+        base_tps = median(runs["mindgap_lora"], "tok_per_s")
+        res.add("lora + packing: training tokens/s", median(packed, "tok_per_s"), "tok/s")
+        res.add("lora: packing speed-up (training tokens/s)", median(packed, "tok_per_s") / base_tps, "x")
+        res.add(
+            "lora: length-grouped batches speed-up (tokens/s)", median(by_length, "tok_per_s") / base_tps, "x"
+        )
     pads = {
         "padded": padding_share(rows, base, packing=False),
         "packed": padding_share(rows, base, packing=True),
