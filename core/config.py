@@ -33,6 +33,7 @@ from core.errors import UserError
 
 C = TypeVar("C")
 _NO_DEFAULT = dataclasses.MISSING
+REDO_ENV = "MINDGAP_REDO"  # `--redo FILE`: the run folder makes that file's stage again
 
 
 def knob(default: Any = _NO_DEFAULT, help: str = "", *, factory: Any = _NO_DEFAULT) -> Any:
@@ -82,24 +83,71 @@ def load_config(cls: type[C], argv: list[str] | None = None, default_config: str
         print(help_text(cls, given or default_config))
         sys.exit(0)
     config_path, overrides = _split_argv(argv)
+    redo = dict(overrides).pop("redo", None)
+    os.environ.pop(REDO_ENV, None)
+    if redo is not None:  # a run-time action, not a setting: the run folder reads it (trainer/runfolder.py)
+        os.environ[REDO_ENV] = str(redo)
+        overrides = [(k, v) for k, v in overrides if k != "redo"]
     config_path = config_path or default_config
     data: dict = to_dict(cls())  # defaults first, so list entries can be overridden by index
     if config_path:
-        path = Path(config_path)
-        if not path.is_file():
-            raise UserError(f"--config: file {config_path} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise UserError(f"--config: {config_path} is not valid YAML: {str(e).splitlines()[0]}") from None
-        if not isinstance(loaded, dict):
-            raise UserError(
-                f"--config: {config_path} must hold a mapping of keys, not {type(loaded).__name__}"
-            )
-        merge(data, loaded)
+        merge(data, _read_config_file(config_path))
+    problems = Problems()
     for key, value in overrides:
-        _set_dotted(data, key, value)
-    return from_dict(cls, data, source=config_path)
+        with problems.check():
+            _check_override(cls, key)
+            _set_dotted(data, key, value)
+    try:
+        cfg = from_dict(cls, data, source=config_path)
+    except UserError as e:
+        problems.messages.extend(str(e).splitlines())
+    problems.raise_any()
+    return cfg
+
+
+def _read_config_file(config_path: str) -> dict:
+    path = Path(config_path)
+    if path.is_dir():
+        raise UserError(f"--config: {config_path} is a folder; name a YAML config file in it")
+    if not path.is_file():
+        raise UserError(f"--config: file {config_path} does not exist")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise UserError(f"--config: {config_path} is not UTF-8 text (byte offset {e.start})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"--config: {config_path} is not valid YAML{where}: {what}") from None
+    if loaded is None:
+        raise UserError(
+            f"--config: {config_path} is empty; put the keys to set in it (`--help` lists them), or leave "
+            "--config out to run the recipe's default config"
+        )
+    if not isinstance(loaded, dict):
+        raise UserError(f"--config: {config_path} must hold a mapping of keys, not {type(loaded).__name__}")
+    return loaded
+
+
+def _check_override(cls: type, key: str) -> None:
+    """A command-line key names a field: a typo is reported as given there, not as the config file's."""
+    node, parts, i = cls, key.split("."), 0
+    while i < len(parts) and node is not None:  # None: inside a free mapping (task.options, ...)
+        names = [f.name for f in dataclasses.fields(node)]
+        if parts[i] not in names:
+            where = ".".join(parts[:i])
+            raise UserError(
+                f"unknown config key '{'.'.join(parts[: i + 1])}' (given as --{key}); valid keys"
+                f"{' under ' + where if where else ''}: {', '.join(sorted(names))}"
+            )
+        tp = typing.get_type_hints(node)[parts[i]]
+        node = _dataclass_of(tp)
+        if node is not None and typing.get_origin(tp) is list:  # --verifiers.0.name: skip the index
+            if i + 1 >= len(parts) or not parts[i + 1].isdigit():
+                return  # the whole list, or a bad index: _set_dotted and _build name it
+            i += 1
+        i += 1
 
 
 def from_dict(cls: type[C], data: dict, key: str = "", source: str | None = None) -> C:
@@ -159,6 +207,8 @@ def help_text(cls: type, default_config: str | None = None) -> str:
     where that differs; what `--help` prints."""
     lines = [f"{cls.__name__}: {(cls.__doc__ or '').strip().splitlines()[0]}", ""]
     lines.append("usage: [--config FILE] [--KEY VALUE ...]   (dotted keys; values are YAML)")
+    lines.append("  --verbose    every library's own output on the terminal (else in the run's logs/)")
+    lines.append("  --redo FILE  make the stage that wrote FILE again, and every stage made from it")
     in_file: Any = {}
     if default_config:
         lines.append(f"--config: {default_config} (its values: 'config file:' below)")

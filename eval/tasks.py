@@ -100,6 +100,12 @@ class TaskConfig:
             raise UserError(f"{key}.train_size: must be >= 0, got {self.train_size}")
         if self.shots_size < 0:
             raise UserError(f"{key}.shots_size: must be >= 0, got {self.shots_size}")
+        for name in ("path", "fields"):
+            if self.name != "file" and getattr(self, name):
+                raise UserError(
+                    f"{key}.{name}: task '{self.name}' reads no file ({key}.{name} is for task 'file'); "
+                    f"remove it, or set {key}.name: file"
+                )
 
 
 @dataclass
@@ -152,6 +158,10 @@ class Task:
         except Exception:
             log.debug("checker failed on %r for problem %s", answer, problem.id, exc_info=True)
             return False
+
+    def where(self, problem: Problem) -> str:
+        """Where `problem` comes from, as an error names it."""
+        return f"task {self.name}: problem {problem.id}"
 
     def format_instruction(self) -> str:
         """How the model is asked to state its final answer (what extract_answer reads first)."""
@@ -480,6 +490,9 @@ class FileTask(Task):
         self.numeric = all(looks_numeric(a) for a in answers)
         self.multiline = any("\n" in a for a in answers)
 
+    def where(self, problem: Problem) -> str:
+        return f"{self.cfg.path}: {self.unit} {problem.meta['row']}"
+
     def _columns(self, fields: dict) -> dict[str, str]:
         for key, col in fields.items():
             if key not in self.FIELDS:
@@ -500,7 +513,7 @@ class FileTask(Task):
         suffix = path.suffix.lower()
         if suffix == ".jsonl":
             records = list(self._read_jsonl(path, shown))
-            unit = "line"
+            self.unit = unit = "line"
         elif suffix in (".parquet", ".pq"):
             import pandas as pd
 
@@ -512,7 +525,7 @@ class FileTask(Task):
                     "write it with pandas.DataFrame.to_parquet"
                 ) from None
             records = [(i + 1, rec) for i, rec in enumerate(df.to_dict("records"))]
-            unit = "row"
+            self.unit = unit = "row"
         else:
             raise UserError(
                 f"task.path: {shown} must be a .jsonl or .parquet file (got '{suffix or 'no suffix'}')"
@@ -527,6 +540,11 @@ class FileTask(Task):
                 if _missing(value):
                     if key == "solution":  # optional: a row may lack a worked solution
                         continue
+                    if col in rec:
+                        raise UserError(
+                            f"{shown}: {unit} {n} has a null '{col}' (task.fields.{key}); give it a value, "
+                            "or remove the row"
+                        )
                     have = ", ".join(map(str, rec)) or "none"
                     raise UserError(
                         f"{shown}: {unit} {n} has no field '{col}' (task.fields.{key}); its fields: "
@@ -568,8 +586,15 @@ class FileTask(Task):
 
     @staticmethod
     def _read_jsonl(path: Path, shown: str):
-        with path.open(encoding="utf-8") as f:
-            for n, line in enumerate(f, start=1):
+        with path.open("rb") as f:
+            for n, raw in enumerate(f, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise UserError(
+                        f"{shown}: line {n} is not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+                        "save the file as UTF-8"
+                    ) from None
                 if not line.strip():
                     continue
                 try:

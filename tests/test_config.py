@@ -82,6 +82,35 @@ def test_invalid_yaml(tmp_path):
         load_config(GapConfig, ["--config", path])
 
 
+def test_config_file_mistakes_say_where_and_what(tmp_path):
+    """A YAML error gives its line and column; a folder, an empty file and a typo given on the command
+    line (beside a config file) are named as what they are."""
+    path = write(tmp_path, "seed: 1\nsampling:\n  n: 2\n   temperature: 0.5\n")
+    with pytest.raises(
+        UserError, match=r"is not valid YAML at line 4, column 15: mapping values are not allowed"
+    ):
+        load_config(GapConfig, ["--config", path])
+    with pytest.raises(
+        UserError, match=rf"^--config: {tmp_path} is a folder; name a YAML config file in it$"
+    ):
+        load_config(GapConfig, ["--config", str(tmp_path)])
+    empty = write(tmp_path, "# nothing set yet\n")
+    with pytest.raises(UserError, match=r"^--config: .*c.yaml is empty; put the keys to set in it"):
+        load_config(GapConfig, ["--config", empty])
+    path = write(tmp_path, "seed: 1\n")
+    with pytest.raises(UserError) as e:
+        load_config(GapConfig, ["--config", path, "--sampling.temprature", "0.5", "--verifiers.0.nam", "x"])
+    assert str(e.value).splitlines() == [
+        "unknown config key 'sampling.temprature' (given as --sampling.temprature); valid keys under "
+        "sampling: max_tokens, n, temperature, top_p",
+        "unknown config key 'verifiers.0.nam' (given as --verifiers.0.nam); valid keys under verifiers.0: "
+        "filter, id, model, n_shots, name, options, template",
+    ]
+    assert load_config(GapConfig, ["--config", path, "--task.options.min_digits", "2"]).task.options == {
+        "min_digits": 2
+    }  # a free mapping takes any key
+
+
 def test_iterate_config_sections_and_roundtrip():
     cfg = load_config(
         IterateConfig,

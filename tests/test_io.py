@@ -1,5 +1,5 @@
 """Atomic writes, the clean-up of writes a killed run left half-done (core.io), and the check that
-refuses to resume a run under a changed config (trainer.run.check_resume)."""
+refuses to resume a run under a changed config (trainer.runfolder.RunFolder.open)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,14 @@ import pytest
 
 from core.errors import UserError
 from core.io import atomic_write, remove_interrupted_writes, write_json
-from trainer.run import check_resume
+from trainer.runfolder import RunFolder
+
+
+def check_resume(out, now: dict, may_change: tuple[str, ...], defaults: dict | None = None) -> RunFolder:
+    """A study's run folder opened as a resume would, then begun (the clean-up, study.json written)."""
+    run = RunFolder.open(out, now, may_change, defaults or {}, study=True)
+    run.begin()
+    return run
 
 
 def test_killed_write_leaves_only_a_temp_file_which_resume_removes(tmp_path):
@@ -62,18 +69,21 @@ def test_atomic_write_failure_leaves_nothing(tmp_path):
 
 def test_resume_refuses_a_changed_config_and_touches_nothing(tmp_path):
     saved = tmp_path / "study.json"
-    assert check_resume(tmp_path, saved, {"seed": 1, "rounds": 2}, ("rounds",), key="config") is None
+    assert check_resume(tmp_path, {"seed": 1, "rounds": 2}, ("rounds",)).meta["config"]["seed"] == 1
     write_json(saved, {"config": {"seed": 1, "rounds": 2}, "started": "earlier"})
     leftover = tmp_path / "round_001" / ".metrics.json.abcd_123.tmp"
     leftover.parent.mkdir()
     leftover.write_text("half")
 
-    with pytest.raises(UserError, match=r"^output_dir: .* with a different 'seed'; pass a new --output_dir"):
-        check_resume(tmp_path, saved, {"seed": 2, "rounds": 2}, ("rounds",), key="config")
+    with pytest.raises(
+        UserError,
+        match=r"^output_dir: .* with a different 'seed' \(1 in .*study.json, now 2\); pass a new --output_dir",
+    ):
+        check_resume(tmp_path, {"seed": 2, "rounds": 2}, ("rounds",))
     assert leftover.exists()  # a refused resume leaves the old run as it was
 
     # A key that may change (more rounds) resumes: the saved content comes back, the leftover goes.
-    meta = check_resume(tmp_path, saved, {"seed": 1, "rounds": 5}, ("rounds",), key="config")
+    meta = check_resume(tmp_path, {"seed": 1, "rounds": 5}, ("rounds",)).meta
     assert meta["started"] == "earlier" and not leftover.exists()
 
 
@@ -88,9 +98,11 @@ def test_a_run_saved_before_a_key_existed_resumes_while_the_key_keeps_its_defaul
     del old["verifiers"][0]["template"]  # also inside a list of sections
     write_json(tmp_path / "study.json", {"config": old})
     now = to_dict(IterateConfig())
-    assert check_resume(tmp_path, tmp_path / "study.json", now, (), key="config", defaults=defaults)
+    assert RunFolder.open(tmp_path, now, (), defaults, study=True)
     now["engine"]["max_model_len"] = 2048  # set away from its default: the old run did not use it
-    with pytest.raises(UserError, match="different 'engine'"):
-        check_resume(tmp_path, tmp_path / "study.json", now, (), key="config", defaults=defaults)
-    with pytest.raises(UserError, match="different 'engine'"):  # without defaults, any new key differs
-        check_resume(tmp_path, tmp_path / "study.json", to_dict(IterateConfig()), (), key="config")
+    with pytest.raises(UserError, match="different 'engine.max_model_len'"):
+        RunFolder.open(tmp_path, now, (), defaults, study=True)
+    with pytest.raises(
+        UserError, match="different 'engine.max_model_len'"
+    ):  # no defaults: any new key differs
+        RunFolder.open(tmp_path, to_dict(IterateConfig()), (), {}, study=True)

@@ -190,11 +190,36 @@ def test_file_task_bad_row(tmp_path):
     assert str(data) in line and "line 2" in line and "'a'" in line, r.stderr[-2000:]
 
 
+def test_a_prompt_past_the_context_is_refused_before_the_engine_starts(tmp_path):
+    """A 1 MiB question is named by its file and line before any engine starts, not found by the
+    engine as 'prompt 3' of a batch minutes later."""
+    data = tmp_path / "data.jsonl"
+    rows = [{"question": f"{i} + 1?", "answer": str(i + 1)} for i in range(4)]
+    rows[2]["question"] = "1 + 1? " * ((1 << 20) // 7)
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = [
+        "--task.name",
+        "file",
+        "--task.path",
+        str(data),
+        "--task.test_size",
+        "4",
+        "--task.train_size",
+        "0",
+    ]
+    r = run(args + ["--task.shots_size", "0", "--output_dir", str(tmp_path / "x")], timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    (line,) = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert line.startswith(f"error: {data}: line 3: its prompt is ") and "engine.max_model_len (1024)" in line
+    assert not (tmp_path / "x" / "logs").exists() and not (tmp_path / "x" / "config.json").exists()
+
+
 def test_output_dir_that_is_a_file_and_a_budget_past_the_context_are_one_line_errors(tmp_path):
     afile = tmp_path / "taken"
     afile.write_text("not a folder")
     for args, needle in (
         (["--output_dir", str(afile)], f"output_dir: {afile} is a file, not a folder"),
+        (["--output_dir", str(afile / "sub")], f"output_dir: cannot create {afile / 'sub'} (Not a directory"),
         (
             ["--output_dir", str(tmp_path / "y"), "--sampling.max_tokens", "2048"],
             "sampling.max_tokens: 2048 tokens do not fit engine.max_model_len (1024)",

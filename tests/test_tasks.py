@@ -340,6 +340,28 @@ def test_file_task_user_errors(tmp_path):
         file_task(path, checker="task")
 
 
+def test_file_task_bad_bytes_null_answers_and_keys_a_task_does_not_read(tmp_path):
+    latin = tmp_path / "latin1.jsonl"
+    latin.write_bytes(b'{"q": "1 + 1?", "a": "2"}\n{"q": "caf\xe9?", "a": "3"}\n')
+    with pytest.raises(
+        UserError, match=r"latin1\.jsonl: line 2 is not UTF-8 \(byte 0xe9 at column 11\); save"
+    ):
+        file_task(latin)
+    nulls = write_jsonl(tmp_path / "nulls.jsonl", [{"q": "1 + 1?", "a": "2"}, {"q": "2 + 2?", "a": None}])
+    with pytest.raises(
+        UserError, match=r"nulls\.jsonl: line 2 has a null 'a' \(task\.fields\.answer\); give it"
+    ):
+        file_task(nulls)
+    from trainer.config import GapConfig, load_config
+
+    with pytest.raises(
+        UserError, match=r"^task\.path: task 'basic_arithmetic' reads no file .*set task\.name: file$"
+    ):
+        load_config(GapConfig, ["--task.path", str(nulls)])
+    with pytest.raises(UserError, match=r"^task\.fields: task 'countdown' reads no file"):
+        load_config(GapConfig, ["--task.name", "countdown", "--task.fields", "{question: q}"])
+
+
 # ---------------------------------------------------------------- open-domain QA: lists of gold answers
 
 

@@ -131,17 +131,20 @@ def test_a_study_resumes_with_its_server_elsewhere(tmp_path):
     from core.io import write_json
     from trainer.config import IterateConfig
     from trainer.loop import RESUMABLE_CHANGES
-    from trainer.run import check_resume
+    from trainer.runfolder import RunFolder
+
+    def resume(config: dict) -> RunFolder:
+        return RunFolder.open(tmp_path, config, RESUMABLE_CHANGES, to_dict(IterateConfig()), study=True)
 
     before = to_dict(IterateConfig(engine=EngineConfig(backend="vllm_server", server_url="http://a:1")))
     write_json(tmp_path / "study.json", {"config": before})
     moved = to_dict(IterateConfig(engine=EngineConfig(backend="vllm_server", server_url="http://b:2")))
-    assert check_resume(tmp_path, tmp_path / "study.json", moved, RESUMABLE_CHANGES, key="config")
+    assert resume(moved).meta["config"] == before
     other = to_dict(
         IterateConfig(engine=EngineConfig(backend="vllm_server", server_url="http://b:2", dtype="float16"))
     )
-    with pytest.raises(UserError, match="different 'engine'"):
-        check_resume(tmp_path, tmp_path / "study.json", other, RESUMABLE_CHANGES, key="config")
+    with pytest.raises(UserError, match="different 'engine.dtype'"):
+        resume(other)
 
 
 def test_a_measurement_resumes_with_its_server_elsewhere_or_another_gpu_memory_share(tmp_path):
@@ -151,21 +154,18 @@ def test_a_measurement_resumes_with_its_server_elsewhere_or_another_gpu_memory_s
     from core.io import write_json
     from trainer.config import GapConfig
     from trainer.measure import GAP_SUMMARY_ONLY
-    from trainer.run import check_resume
+    from trainer.runfolder import RunFolder
 
     def cfg(**engine) -> dict:
         return to_dict(GapConfig(engine=EngineConfig(backend="vllm_server", **engine)))
 
+    def resume(config: dict) -> RunFolder:
+        return RunFolder.open(tmp_path, config, GAP_SUMMARY_ONLY, to_dict(GapConfig()))
+
     write_json(tmp_path / "config.json", cfg(server_url="http://a:1", gpu_memory_utilization=0.35))
-    moved = cfg(server_url="http://b:2", gpu_memory_utilization=0.7)
-    assert check_resume(tmp_path, tmp_path / "config.json", moved, GAP_SUMMARY_ONLY)
-    with pytest.raises(UserError, match="different 'engine'"):
-        check_resume(
-            tmp_path,
-            tmp_path / "config.json",
-            cfg(server_url="http://a:1", dtype="float16"),
-            GAP_SUMMARY_ONLY,
-        )
+    resume(cfg(server_url="http://b:2", gpu_memory_utilization=0.7))
+    with pytest.raises(UserError, match="different 'engine.dtype'"):
+        resume(cfg(server_url="http://a:1", dtype="float16"))
 
 
 def test_every_rank_must_see_what_rank_0_wrote(tmp_path, monkeypatch):
@@ -173,7 +173,8 @@ def test_every_rank_must_see_what_rank_0_wrote(tmp_path, monkeypatch):
     the collectives' timeout."""
     from accelerate import PartialState
 
-    from trainer.loop import check_shared, dist_timeout
+    from trainer.loop import dist_timeout
+    from trainer.runfolder import check_shared
 
     (tmp_path / "study.json").write_text("{}")
     check_shared(tmp_path, tmp_path / "study.json", PartialState())

@@ -3,8 +3,9 @@
 Round 0 evaluates the starting model. Round t >= 1 samples the train prompts from the model of round
 t-1, lets it verify its own samples, filters them, distills the kept ones into a new checkpoint,
 swaps that into the running engine, evaluates it on the held-out prompts, logs the round and judges
-the stopping rules: `Study.run_round` reads in that order. Every stage writes its file atomically
-into the round's folder and a stage whose file exists is skipped, so re-running the command resumes.
+the stopping rules: `Study.run_round` reads in that order. Every stage writes its files atomically
+into the round's folder and is recorded there (trainer/runfolder.py: `round_stages` are a round's);
+a finished stage is reused, checked first, so re-running the command resumes.
 
 Under `accelerate launch` every rank runs the same code: sampling and verification are split across
 ranks and gathered, SFT runs on all ranks (DDP or DeepSpeed), and only the main process writes.
@@ -23,7 +24,7 @@ from accelerate.utils import gather_object
 
 from core.config import to_dict
 from core.errors import UserError
-from core.io import read_json, write_json, write_parquet, write_text
+from core.io import write_json, write_text
 from eval.gap import confidence_label, fmt_ci, summarize
 from eval.metrics import json_safe, verifier_metrics
 from eval.report import write_report
@@ -32,10 +33,10 @@ from trainer.config import CompareConfig, IterateConfig
 from trainer.console import StudyConsole
 from trainer.memory import gpu_mb, rss_mb
 from trainer.models import resolve_model
-from trainer.run import ENGINE_RESUMABLE, check_resume, prepare_prompts, seed_everything
+from trainer.run import ENGINE_RESUMABLE, prepare_prompts, seed_everything
+from trainer.runfolder import RunFolder, Stage
 from trainer.samplers.base import Sampler
 from trainer.stages import VerifierPool, generate_rows, select_rows, verify_rows
-from trainer.study import study_metadata
 from trainer.tracking import Tracker
 from trainer.verifiers.ensemble import add_shared_member_costs
 
@@ -72,6 +73,46 @@ def stage_seed(seed: int, t: int, stage: int) -> int:
     return seed + ROUND_STRIDE * t + stage
 
 
+# What distillation writes into a round's folder (the update stage's outputs).
+DISTILL_OUTPUTS = ("checkpoint", "sft.json")
+
+
+def round_stages(t: int, update_outputs: tuple[str, ...] = DISTILL_OUTPUTS) -> dict[str, Stage]:
+    """Round t's stages in the order they are made, by name: from round 1 the train prompts' samples,
+    their verification and selection and the update of the model; in every round the held-out
+    evaluation and the round's metrics (its last stage: the round is finished)."""
+    rd = f"round_{t:03d}"
+    train = [
+        Stage(rd, "generations", ("generations.parquet",)),
+        Stage(rd, "verification", ("verification.parquet", "verification_costs.json")),
+        Stage(rd, "selection", ("selection.parquet",)),
+        Stage(rd, "distill", update_outputs),
+    ]
+    evaluation = [
+        Stage(rd, "eval_generations", ("eval_generations.parquet",)),
+        Stage(rd, "eval_verification", ("eval_verification.parquet", "eval_verification_costs.json")),
+        Stage(rd, "eval", ("eval.parquet",)),
+        Stage(rd, "metrics", ("metrics.json",)),
+    ]
+    return {s.name: s for s in (train if t else []) + evaluation}
+
+
+def open_study_folder(cfg: IterateConfig) -> RunFolder:
+    """The study folder, checked (trainer/runfolder.py): every round there or to come is in its layout."""
+    out = Path(cfg.output_dir)
+    found = [int(p.name[6:]) for p in out.glob("round_[0-9][0-9][0-9]") if p.name[6:].isdigit()]
+    last = max([cfg.rounds, *found])
+    return RunFolder.open(
+        out,
+        to_dict(cfg),
+        RESUMABLE_CHANGES,
+        to_dict(IterateConfig()),
+        layout=[s for t in range(last + 1) for s in round_stages(t).values()],
+        chain=True,
+        study=True,
+    )
+
+
 def share_of(items: list, group: int, groups: int) -> list:
     """Group `group`'s contiguous share of `items` split over `groups` (the first ones get one more
     where they do not divide evenly), as accelerate's `split_between_processes` splits over ranks."""
@@ -86,6 +127,7 @@ class Study:
 
     cfg: IterateConfig
     console: StudyConsole | None = None  # the terminal's live display (a silent one by default)
+    run: RunFolder | None = None  # the study folder, opened (checked) before the study starts
     out: Path = field(init=False)  # the study folder
     base_dir: Path = field(init=False)  # the starting model (round 0's checkpoint)
     state: PartialState = field(init=False)  # this process's rank among the launch's processes
@@ -104,31 +146,42 @@ class Study:
     swap_seconds: float | None = None  # the last weight swap of this round
 
     def __post_init__(self):
-        self.out = Path(self.cfg.output_dir)
-        self.console = self.console or StudyConsole(self.out, "", self.cfg.rounds)
-        self.base_dir = resolve_model(self.cfg.model)
+        cfg = self.cfg
+        self.out = Path(cfg.output_dir)
+        self.run = self.run or open_study_folder(cfg)
+        self.console = self.console or StudyConsole(self.out, "", cfg.rounds)
+        self.base_dir = resolve_model(cfg.model)
         self.state = PartialState()
+        context = cfg.engine.max_model_len
         self.task, self.train_problems, self.train_prompts, self.shots = prepare_prompts(
-            self.cfg.task, self.base_dir, "train", self.cfg.seed
+            cfg.task,
+            self.base_dir,
+            "train",
+            cfg.seed,
+            ("sampling.max_tokens", cfg.sampling.max_tokens, context),
         )
         _, self.test_problems, self.test_prompts, _ = prepare_prompts(
-            self.cfg.task, self.base_dir, "test", self.cfg.seed
+            cfg.task,
+            self.base_dir,
+            "test",
+            cfg.seed,
+            ("eval_sampling.max_tokens", cfg.eval_sampling.max_tokens, context),
         )
 
     # ------------------------------------------------------------------ a round
 
     def run_round(self, t: int, prev: Path) -> tuple[dict, Path, str | None]:
         """Run (or resume) round t from checkpoint `prev`; return its metrics, checkpoint and stop reason."""
-        rd = self.out / f"round_{t:03d}"
-        if (rd / "metrics.json").exists():
-            return self.resume_round(t, rd)
+        stages = round_stages(t)
+        if self.run.done(stages["metrics"]):
+            return self.resume_round(t, stages)
         seconds, train, checkpoint = {}, {}, prev
         self.swap_seconds = None
         if t > 0:
             seed = stage_seed(self.cfg.seed, t, TRAIN_STAGE)
             with self.timed(seconds, "sample", t):
                 rows = self.sample(
-                    rd / "generations.parquet",
+                    stages["generations"],
                     prev,
                     self.train_problems,
                     self.train_prompts,
@@ -136,19 +189,19 @@ class Study:
                     seed,
                 )
             with self.timed(seconds, "verify", t):
-                rows, costs = self.verify(rd / "verification.parquet", rows, prev)
-            rows = self.select(rd / "selection.parquet", rows, seed)
+                rows, costs = self.verify(stages["verification"], rows, prev)
+            rows = self.select(stages["selection"], rows, seed)
             distilled, train = self.training_set(rows, costs, t)
             if len(distilled):
                 with self.timed(seconds, "distill", t):
-                    checkpoint, sft = self.distill(rd, distilled, prev, t)
+                    checkpoint, sft = self.distill(stages["distill"], distilled, prev, t)
                 train.update(
                     sft_loss=sft.get("train_loss"),
                     sft_steps=sft.get("steps"),
                     sft_tokens_per_second=sft.get("tokens_per_second"),
                 )
         with self.timed(seconds, "evaluate", t):
-            eval_rows, metrics = self.evaluate(rd, checkpoint, t)
+            eval_rows, metrics = self.evaluate(stages, checkpoint, t)
         metrics.update(
             round=t,
             checkpoint=self.checkpoint_ref(checkpoint),
@@ -161,19 +214,21 @@ class Study:
         self.history.append(metrics)
         stop = self.judge(metrics)
         if self.state.is_main_process:
-            write_json(rd / "metrics.json", metrics)
-        self.state.wait_for_everyone()
+            write_json(self.run.path(stages["metrics"]), metrics)
+        self.run.finish(stages["metrics"])
         self.log_round(t, metrics, eval_rows)
         return metrics, checkpoint, stop
 
-    def resume_round(self, t: int, rd: Path) -> tuple[dict, Path, str | None]:
+    def resume_round(self, t: int, stages: dict[str, Stage]) -> tuple[dict, Path, str | None]:
         """A finished round from its metrics.json, judged again (the stopping rules may have changed)."""
-        m = read_json(rd / "metrics.json")
+        m = self.run.read(stages["metrics"])
         self.history.append(m)
         before = (m.get("stop"), m.get("saturation"))
         stop = self.judge(m)
-        if (stop, m.get("saturation")) != before and self.state.is_main_process:
-            write_json(rd / "metrics.json", m)
+        if (stop, m.get("saturation")) != before:  # every process judges alike: all record it again
+            if self.state.is_main_process:
+                write_json(self.run.path(stages["metrics"]), m)
+            self.run.finish(stages["metrics"])
         if self.tracker is not None:
             self.tracker.remember(t, m)
         self.console.round_line(f"round {t}: finished before ({self.summary(m)})")
@@ -228,10 +283,12 @@ class Study:
         """The study's one engine, holding `checkpoint`'s weights (swapped in place when they differ)."""
         from trainer.samplers import build_sampler
 
+        if self.loaded != checkpoint:
+            self.run.check_use(checkpoint)  # a checkpoint of an earlier run: its weights as written
         if self.sampler is None:
             with self.console.stage("starting the engine"):
                 self.sampler = build_sampler(
-                    checkpoint, self.cfg.engine, self.cfg.seed, log_dir=self.out / "logs"
+                    checkpoint, self.cfg.engine, self.cfg.seed, log_dir=self.run.log_dir
                 )
                 self.state.wait_for_everyone()  # a shared server is ready (and holds `checkpoint`)
             self.sampler.progress = self.console.progress
@@ -269,108 +326,95 @@ class Study:
 
     # ------------------------------------------------------------------ stages (all ranks)
 
-    def sample(self, path: Path, checkpoint: Path, problems, prompts, sampling, seed: int) -> pd.DataFrame:
-        """Generate on this rank's share of the prompts, gather, and write `path` on the main process."""
-        if path.exists():
-            return pd.read_parquet(path)
-        sampler = self.sampler_for(checkpoint)
-        idx, group, speaks = self.share(list(range(len(problems))))
-        rows = generate_rows(
-            sampler,
-            self.task,
-            [problems[i] for i in idx],
-            [prompts[i] for i in idx],
-            sampling,
-            seed + RANK_STRIDE * group,
-        )
-        rows = pd.DataFrame.from_records(gather_object(rows.to_dict("records") if speaks else []))
-        order = {str(p.id): i for i, p in enumerate(problems)}
-        rows = rows.sort_values(
-            ["prompt_id", "sample_idx"],
-            key=lambda s: s.map(order) if s.name == "prompt_id" else s,
-            kind="stable",
-        ).reset_index(drop=True)
-        if self.state.is_main_process:
-            write_parquet(path, rows)
-        self.state.wait_for_everyone()
-        return rows
+    def sample(self, stage: Stage, checkpoint: Path, problems, prompts, sampling, seed: int) -> pd.DataFrame:
+        """Generate on this rank's share of the prompts, gather; the main process writes the table."""
 
-    def verify(self, path: Path, rows: pd.DataFrame, checkpoint: Path) -> tuple[pd.DataFrame, dict]:
-        """Score this rank's share of the rows with every verifier, gather, write `path` (+ costs)."""
-        cost_path = path.with_name(path.stem + "_costs.json")
-        if path.exists() and cost_path.exists():
-            return pd.read_parquet(path), read_json(cost_path)
-        self.sampler_for(checkpoint)
-        self.pool.generator = self.sampler
-        # Whole prompts per rank: a tournament compares a prompt's generations with each other.
-        mine, _, speaks = self.share(list(dict.fromkeys(rows["prompt_id"])))
-        mine = set(mine)
-        idx = [i for i, p in enumerate(rows["prompt_id"]) if p in mine]
-        part, costs = verify_rows(rows.iloc[idx].reset_index(drop=True), self.cfg.verifiers, self.pool)
-        cols = [v.column for v in self.cfg.verifiers]
-        scored = [(i, rec) for i, rec in zip(idx, part[cols].to_dict("records"))] if speaks else []
-        by_row = dict(gather_object(scored))
-        rows = rows.copy()
-        for col in cols:
-            rows[col] = [by_row[i][col] for i in range(len(rows))]
-        costs = add_shared_member_costs(_merge_costs(gather_object([costs] if speaks else [])))
-        if self.state.is_main_process:
-            write_json(cost_path, costs)
-            write_parquet(path, rows)
-        self.state.wait_for_everyone()
-        return rows, costs
+        def make() -> pd.DataFrame:
+            sampler = self.sampler_for(checkpoint)
+            idx, group, speaks = self.share(list(range(len(problems))))
+            rows = generate_rows(
+                sampler,
+                self.task,
+                [problems[i] for i in idx],
+                [prompts[i] for i in idx],
+                sampling,
+                seed + RANK_STRIDE * group,
+            )
+            rows = pd.DataFrame.from_records(gather_object(rows.to_dict("records") if speaks else []))
+            order = {str(p.id): i for i, p in enumerate(problems)}
+            return rows.sort_values(
+                ["prompt_id", "sample_idx"],
+                key=lambda s: s.map(order) if s.name == "prompt_id" else s,
+                kind="stable",
+            ).reset_index(drop=True)
 
-    def select(self, path: Path, rows: pd.DataFrame, seed: int) -> pd.DataFrame:
-        # Every rank meets the barrier, whether it finds the file or not: no collective comes before
-        # the main process writes it, so a slower rank may find it already there, and skipping the
-        # barrier would leave the ranks one collective apart (a hang at the next one).
-        if path.exists():
-            rows = pd.read_parquet(path)
-        else:
-            rows = select_rows(rows, self.cfg.verifiers, self.cfg.filter, seed)
-            if self.state.is_main_process:
-                write_parquet(path, rows)
-        self.state.wait_for_everyone()
-        return rows
+        return self.run.stage(stage, make)
 
-    def distill(self, rd: Path, kept: pd.DataFrame, prev: Path, t: int) -> tuple[Path, dict]:
+    def verify(self, stage: Stage, rows: pd.DataFrame, checkpoint: Path) -> tuple[pd.DataFrame, dict]:
+        """Score this rank's share of the rows with every verifier, gather; the main process writes
+        the scored rows and the verifiers' costs."""
+
+        def make() -> tuple[pd.DataFrame, dict]:
+            self.sampler_for(checkpoint)
+            self.pool.generator = self.sampler
+            # Whole prompts per rank: a tournament compares a prompt's generations with each other.
+            mine, _, speaks = self.share(list(dict.fromkeys(rows["prompt_id"])))
+            mine = set(mine)
+            idx = [i for i, p in enumerate(rows["prompt_id"]) if p in mine]
+            part, costs = verify_rows(rows.iloc[idx].reset_index(drop=True), self.cfg.verifiers, self.pool)
+            cols = [v.column for v in self.cfg.verifiers]
+            scored = [(i, rec) for i, rec in zip(idx, part[cols].to_dict("records"))] if speaks else []
+            by_row = dict(gather_object(scored))
+            scored_rows = rows.copy()
+            for col in cols:
+                scored_rows[col] = [by_row[i][col] for i in range(len(rows))]
+            costs = add_shared_member_costs(_merge_costs(gather_object([costs] if speaks else [])))
+            return scored_rows, costs
+
+        return self.run.stage(stage, make)
+
+    def select(self, stage: Stage, rows: pd.DataFrame, seed: int) -> pd.DataFrame:
+        return self.run.stage(stage, lambda: select_rows(rows, self.cfg.verifiers, self.cfg.filter, seed))
+
+    def distill(self, stage: Stage, kept: pd.DataFrame, prev: Path, t: int) -> tuple[Path, dict]:
         from trainer.distill import distill
 
-        ckpt, stats_path = rd / "checkpoint", rd / "sft.json"
-        if stats_path.exists() and (ckpt / "config.json").exists():
-            return ckpt, read_json(stats_path)
-        if self.pool is not None:
-            self.pool.sleep()  # frees the engines' GPU memory while SFT runs (no-op on CPU)
-        columns = ["prompt", "completion"] + (["finish_reason"] if "finish_reason" in kept else [])
-        stats = distill(
-            kept[columns],
-            prev,
-            ckpt,
-            self.cfg.sft,
-            seed=self.cfg.seed + t,
-            callbacks=[self.console.sft_callback()],
-        )
-        gc.collect()
-        if self.pool is not None:
-            self.pool.wake_up()
-        if self.state.is_main_process:
-            write_json(stats_path, stats)
-        self.state.wait_for_everyone()
+        ckpt, stats_file = self.run.path(stage, "checkpoint"), "sft.json"
+        if self.run.done(stage):
+            return ckpt, self.run.read(stage, stats_file)
+        self.run.check_use(prev)  # trained further from here
+        with self.run.making(stage):
+            if self.pool is not None:
+                self.pool.sleep()  # frees the engines' GPU memory while SFT runs (no-op on CPU)
+            columns = ["prompt", "completion"] + (["finish_reason"] if "finish_reason" in kept else [])
+            stats = distill(
+                kept[columns],
+                prev,
+                ckpt,
+                self.cfg.sft,
+                seed=self.cfg.seed + t,
+                callbacks=[self.console.sft_callback()],
+            )
+            gc.collect()
+            if self.pool is not None:
+                self.pool.wake_up()
+            if self.state.is_main_process:
+                write_json(self.run.path(stage, stats_file), stats)
         return ckpt, stats
 
-    def evaluate(self, rd: Path, checkpoint: Path, t: int) -> tuple[pd.DataFrame, dict]:
+    def evaluate(self, stages: dict[str, Stage], checkpoint: Path, t: int) -> tuple[pd.DataFrame, dict]:
         """Held-out evaluation of `checkpoint`: accuracy, the gap of its self-verification, pass@k, diversity."""
         seed = stage_seed(self.cfg.seed, t, EVAL_STAGE)
         rows = self.sample(
-            rd / "eval_generations.parquet",
+            stages["eval_generations"],
             checkpoint,
             self.test_problems,
             self.test_prompts,
             self.cfg.eval_sampling,
             seed,
         )
-        rows, costs = self.verify(rd / "eval_verification.parquet", rows, checkpoint)
-        rows = self.select(rd / "eval.parquet", rows, seed)
+        rows, costs = self.verify(stages["eval_verification"], rows, checkpoint)
+        rows = self.select(stages["eval"], rows, seed)
         ids = [v.id or v.name for v in self.cfg.verifiers]
         return rows, summarize(rows, ids, costs, **self.boot)
 
@@ -449,9 +493,13 @@ def run_study(cfg: IterateConfig) -> list[dict]:
     # the process group of a multi-process launch (gloo on CPU), before anything else creates it
     PartialState(cpu=_on_cpu(), timeout=dist_timeout())
     out = Path(cfg.output_dir)
+    run = open_study_folder(cfg)  # a resume's checks, before any model loads
     with StudyConsole(out, title=f"{cfg.model} on {cfg.task.name}", rounds=cfg.rounds) as console:
-        study = Study(cfg, console)
-        meta = _start(out, cfg, study.state)
+        for note in run.notes:
+            console.round_line(note)
+        study = Study(cfg, console, run)
+        run.begin()
+        meta = run.meta
         if study.state.is_main_process:
             study.tracker = Tracker(
                 cfg.report_to,
@@ -464,7 +512,7 @@ def run_study(cfg: IterateConfig) -> list[dict]:
             )
             if study.tracker.run_id and meta.get("wandb_run_id") != study.tracker.run_id:
                 meta["wandb_run_id"] = study.tracker.run_id
-                write_json(out / "study.json", meta)
+                run.write_meta()
         checkpoint, stop = study.base_dir, None
         try:
             for t in range(cfg.rounds + 1):
@@ -510,34 +558,6 @@ def run_comparison(cfg: CompareConfig) -> dict[str, list[dict]]:
         )
         print(f"comparison: {path}")
     return histories
-
-
-def _start(out: Path, cfg: IterateConfig, state: PartialState) -> dict:
-    """Write study.json on a new study; on a resumed one check that finished stages stay valid."""
-    path = out / "study.json"
-    now = to_dict(cfg)
-    meta = check_resume(out, path, now, RESUMABLE_CHANGES, key="config", defaults=to_dict(IterateConfig()))
-    if meta is None:
-        meta = study_metadata(now)
-    meta["config"] = now
-    if state.is_main_process:
-        write_json(path, meta)
-    state.wait_for_everyone()
-    check_shared(out, path, state)
-    return meta
-
-
-def check_shared(out: Path, written: Path, state: PartialState) -> None:
-    """Every rank sees the file rank 0 just wrote: a study across nodes needs output_dir on storage
-    they all share, since every rank's engine loads the checkpoints rank 0 writes there."""
-    import platform
-
-    blind = gather_object([] if written.exists() else [f"rank {state.process_index} on {platform.node()}"])
-    if blind:
-        raise UserError(
-            f"output_dir: {', '.join(blind)} cannot see {written}, which rank 0 wrote; put output_dir "
-            f"({out}) on storage every node shares (and MINDGAP_CACHE, where models are converted)"
-        )
 
 
 def dist_timeout():

@@ -7,14 +7,14 @@ of models (recipes/cross_verify.py), and the gap against verification compute
     records = verify_compute(cfg)      # <output_dir>/..., compute_table.{md,json}, plots/verify_compute.png
     result = scaling(cfg)              # <output_dir>/<model name>/ (a measure_gap run each), scaling.{md,json}
 
-All are the same three stages (trainer/stages.py): generate → verify → select, then `summarize`.
+All are the same three stages (trainer/stages.py): generate → verify → select, then `summarize`,
+run or reused through the run folder (trainer/runfolder.py), which checks a resume first.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +25,10 @@ from core.io import read_json, write_json, write_parquet, write_text
 from eval.gap import summarize, unparseable
 from trainer.config import CrossVerifyConfig, GapConfig, ScalingConfig, VerifyComputeConfig
 from trainer.models import count_parameters, resolve_model
-from trainer.run import ENGINE_RESUMABLE, check_resume, prepare_prompts, seed_everything
+from trainer.run import ENGINE_RESUMABLE, prepare_prompts, seed_everything
+from trainer.runfolder import RunFolder, Stage
 from trainer.stages import OneEngine, VerifierPool, generate_rows, select_rows, verify_rows
-from trainer.study import engine_dtype, study_metadata
+from trainer.study import engine_dtype
 from trainer.verifiers.base import VerifierConfig
 from trainer.verifiers.ensemble import add_shared_member_costs
 
@@ -39,79 +40,86 @@ MATRIX_RESUMABLE = (*GAP_SUMMARY_ONLY, "generators", "verifier_models")
 SCALING_RESUMABLE = (*GAP_SUMMARY_ONLY, "models", "count_embeddings")
 
 
+# A measurement's stages, by the name its `seconds` give them: the samples, and their verification
+# (scores and the kept flags) with the verifiers' costs.
+GAP_STAGES = {
+    "generate": Stage("", "generations", ("generations.parquet",)),
+    "verify": Stage("", "verification", ("verification.parquet", "verification_costs.json")),
+}
+
+
+def open_run(cfg, may_change: tuple[str, ...], layout: list[Stage], log) -> RunFolder:
+    """A measurement's folder, checked (trainer/runfolder.py); what a resume found is logged."""
+    run = RunFolder.open(cfg.output_dir, to_dict(cfg), may_change, to_dict(type(cfg)()), layout=layout)
+    for note in run.notes:
+        log(note)
+    return run
+
+
+def stage_seconds(run: RunFolder) -> dict:
+    """How long each stage of GAP_STAGES took when it was made, and their total (a run from before
+    stage records: as its timings.json recorded them)."""
+    legacy = run.out / "timings.json"
+    old = read_json(legacy) if legacy.exists() else {}
+    seconds = {}
+    for name, stage in GAP_STAGES.items():
+        took = run.seconds(stage) if run.seconds(stage) is not None else old.get(name)
+        if took is not None:
+            seconds[name] = round(took, 1)
+    return {**seconds, "total": round(sum(seconds.values()), 1)}
+
+
+def fits(cfg) -> tuple[str, int, int]:
+    """The sampling budget every prompt must leave room for in the engine's context."""
+    return ("sampling.max_tokens", cfg.sampling.max_tokens, cfg.engine.max_model_len)
+
+
 def measure_gap(cfg: GapConfig, log=print) -> dict:
     """generate → verify → select on the held-out split, then every metric with its interval."""
     seed_everything(cfg.seed)
-    out = Path(cfg.output_dir)
-    check_resume(out, out / "config.json", to_dict(cfg), GAP_SUMMARY_ONLY, defaults=to_dict(type(cfg)()))
-    write_json(out / "config.json", to_dict(cfg))
-    if not (out / "run.json").exists():  # what made the files: versions, commit, CPU, engine dtype
-        write_json(out / "run.json", study_metadata(to_dict(cfg)))
-    timings = read_json(out / "timings.json") if (out / "timings.json").exists() else {}
+    run = open_run(cfg, GAP_SUMMARY_ONLY, list(GAP_STAGES.values()), log)
     model_dir = resolve_model(cfg.model)
-    task, problems, prompts, shots = prepare_prompts(cfg.task, model_dir, "test", cfg.seed)
+    task, problems, prompts, shots = prepare_prompts(cfg.task, model_dir, "test", cfg.seed, fits(cfg))
+    run.begin()
     log(f"{cfg.model} on {task.name}: {len(problems)} prompts x {cfg.sampling.n} samples")
-    engine = OneEngine(cfg.engine, cfg.seed, log_dir=out / "logs")
+    engine = run.engine(cfg.engine, cfg.seed)
     try:
-        rows = _stage(
-            out / "generations.parquet",
-            timings,
-            "generate",
-            out,
-            log,
+        rows = run.stage(
+            GAP_STAGES["generate"],
             lambda: generate_rows(engine.get(model_dir), task, problems, prompts, cfg.sampling, cfg.seed),
+            log,
         )
-        ver_path, cost_path = out / "verification.parquet", out / "verification_costs.json"
-        if ver_path.exists() and cost_path.exists():
-            rows, costs = pd.read_parquet(ver_path), read_json(cost_path)
-            log(f"reusing {ver_path}")
-        else:
-            clock = time.perf_counter()
+
+        def verify() -> tuple[pd.DataFrame, dict]:
             needs_model = any(v.name != "oracle" for v in cfg.verifiers)
             pool = VerifierPool(
                 engine.get(model_dir) if needs_model else None, model_dir, cfg.engine, task, shots, cfg.seed
             )
             try:
-                rows, costs = verify_rows(rows, cfg.verifiers, pool)
+                scored, costs = verify_rows(rows, cfg.verifiers, pool)
             finally:
                 pool.close()
-            costs = add_shared_member_costs(costs)
-            rows = select_rows(rows, cfg.verifiers, cfg.filter, cfg.seed)
-            write_json(cost_path, costs)
-            write_parquet(ver_path, rows)
-            timings["verify"] = round(time.perf_counter() - clock, 1)
-            write_json(out / "timings.json", timings)
+            return select_rows(scored, cfg.verifiers, cfg.filter, cfg.seed), add_shared_member_costs(costs)
+
+        rows, costs = run.stage(GAP_STAGES["verify"], verify, log)
     finally:
         engine.close()
     ids = [v.id or v.name for v in cfg.verifiers]
     metrics = summarize(rows, ids, costs, **boot(cfg))
     metrics["config"] = to_dict(cfg)
     metrics["engine_dtype"] = engine_dtype(metrics["config"])
-    metrics["seconds"] = {**timings, "total": round(sum(timings.values()), 1)}
-    write_json(out / "metrics.json", metrics)
+    metrics["seconds"] = stage_seconds(run)
+    write_json(run.out / "metrics.json", metrics)
     if metrics.get("score_correlations"):
         from eval.plots import plot_score_correlation
 
-        plot_score_correlation(metrics["score_correlations"], out / "plots" / "score_correlation.png")
+        plot_score_correlation(metrics["score_correlations"], run.out / "plots" / "score_correlation.png")
     return metrics
 
 
 def boot(cfg) -> dict:
     """The bootstrap settings of a config, as `summarize` takes them."""
     return {"n_boot": cfg.bootstrap, "confidence": cfg.confidence, "seed": cfg.seed, "method": cfg.ci_method}
-
-
-def _stage(path: Path, timings: dict, name: str, out: Path, log, run) -> pd.DataFrame:
-    """A stage's rows: read from `path` when it exists, else computed by `run()`, written and timed."""
-    if path.exists():
-        log(f"reusing {path}")
-        return pd.read_parquet(path)
-    clock = time.perf_counter()
-    rows = run()
-    write_parquet(path, rows)
-    timings[name] = round(time.perf_counter() - clock, 1)  # an engine start included
-    write_json(out / "timings.json", timings)
-    return rows
 
 
 # ---------------------------------------------------------------- cross-verification
@@ -130,48 +138,59 @@ def model_labels(refs: list[str]) -> dict[str, str]:
     return {r: n if list(names.values()).count(n) == 1 else r for r, n in names.items()}
 
 
+def matrix_stages(cfg: CrossVerifyConfig) -> tuple[dict[str, Stage], dict[tuple[str, str], Stage]]:
+    """Each generator's samples (in its folder) and each (generator, verifier model) cell's
+    verification (in the verifier's folder inside the generator's)."""
+    gens = {g: Stage(model_slug(g), "generations", ("generations.parquet",)) for g in cfg.generators}
+    cells = {
+        (g, v): Stage(
+            f"{model_slug(g)}/{model_slug(v)}",
+            "verification",
+            ("verification.parquet", "verification_costs.json"),
+        )
+        for g in cfg.generators
+        for v in cfg.verifier_models
+    }
+    return gens, cells
+
+
 def cross_verify(cfg: CrossVerifyConfig, log=print) -> list[dict]:
     """Every generator samples once; every verifier model scores every generator's samples with one
     strategy (the diagonal is self-verification). One model is loaded at a time."""
     seed_everything(cfg.seed)
-    out = Path(cfg.output_dir)
-    check_resume(out, out / "config.json", to_dict(cfg), MATRIX_RESUMABLE, defaults=to_dict(type(cfg)()))
-    write_json(out / "config.json", to_dict(cfg))
-    if not (out / "run.json").exists():
-        write_json(out / "run.json", study_metadata(to_dict(cfg)))
+    gens, cells = matrix_stages(cfg)
+    run = open_run(cfg, MATRIX_RESUMABLE, [*gens.values(), *cells.values()], log)
     gen_dirs = {g: resolve_model(g) for g in cfg.generators}
     ver_dirs = {v: resolve_model(v) for v in cfg.verifier_models}
-    engine = OneEngine(cfg.engine, cfg.seed, log_dir=out / "logs")
+    prepared = {g: prepare_prompts(cfg.task, d, "test", cfg.seed, fits(cfg)) for g, d in gen_dirs.items()}
+    run.begin()
+    engine = run.engine(cfg.engine, cfg.seed)
     try:
-        for g, model_dir in gen_dirs.items():
-            path = out / model_slug(g) / "generations.parquet"
-            if path.exists():
-                log(f"reusing {path}")
-                continue
-            task, problems, prompts, _ = prepare_prompts(cfg.task, model_dir, "test", cfg.seed)
-            log(f"{g} generates on {task.name}: {len(problems)} prompts x {cfg.sampling.n}")
-            write_parquet(
-                path, generate_rows(engine.get(model_dir), task, problems, prompts, cfg.sampling, cfg.seed)
-            )
-        _verify_matrix(cfg, out, gen_dirs, ver_dirs, engine, log)
+        for g in cfg.generators:
+
+            def generate(g=g) -> pd.DataFrame:
+                task, problems, prompts, _ = prepared[g]
+                log(f"{g} generates on {task.name}: {len(problems)} prompts x {cfg.sampling.n}")
+                return generate_rows(engine.get(gen_dirs[g]), task, problems, prompts, cfg.sampling, cfg.seed)
+
+            run.stage(gens[g], generate, log)
+        _verify_matrix(cfg, run, gens, cells, ver_dirs, engine, log)
     finally:
         engine.close()
-    records = _matrix_records(cfg, out)
-    _write_matrix(cfg, out, records)
+    records = _matrix_records(cfg, run, cells)
+    _write_matrix(cfg, run.out, records)
     return records
 
 
-def _cell_done(cell: Path) -> bool:
-    return (cell / "verification.parquet").exists() and (cell / "verification_costs.json").exists()
-
-
-def _verify_matrix(cfg, out: Path, gen_dirs: dict, ver_dirs: dict, engine: OneEngine, log) -> None:
+def _verify_matrix(
+    cfg, run: RunFolder, gens: dict, cells: dict, ver_dirs: dict, engine: OneEngine, log
+) -> None:
     from trainer.verifiers import VERIFIERS
 
     needs_model = VERIFIERS[cfg.verifier.name].needs_model
     order = sorted(ver_dirs, key=lambda v: ver_dirs[v] != engine.model_dir)  # the loaded model first
     for v in order:
-        pending = [g for g in gen_dirs if not _cell_done(out / model_slug(g) / model_slug(v))]
+        pending = [g for g in gens if not run.done(cells[g, v])]
         if not pending:
             continue
         model_dir = ver_dirs[v]
@@ -182,27 +201,29 @@ def _verify_matrix(cfg, out: Path, gen_dirs: dict, ver_dirs: dict, engine: OneEn
         try:
             for g in pending:
                 log(f"{v} verifies the samples of {g} ({cfg.verifier.name})")
-                cell = out / model_slug(g) / model_slug(v)
-                rows = pd.read_parquet(out / model_slug(g) / "generations.parquet")
-                rows, costs = verify_rows(rows, [cfg.verifier], pool, keys=["verifier"])
-                rows = select_rows(rows, [cfg.verifier], cfg.filter, cfg.seed)
-                write_json(cell / "verification_costs.json", add_shared_member_costs(costs))
-                write_parquet(cell / "verification.parquet", rows)
+
+                def verify(g=g, pool=pool) -> tuple[pd.DataFrame, dict]:
+                    rows = run.read(gens[g])
+                    rows, costs = verify_rows(rows, [cfg.verifier], pool, keys=["verifier"])
+                    return select_rows(rows, [cfg.verifier], cfg.filter, cfg.seed), add_shared_member_costs(
+                        costs
+                    )
+
+                run.stage(cells[g, v], verify)
         finally:
             pool.close()
 
 
-def _matrix_records(cfg: CrossVerifyConfig, out: Path) -> list[dict]:
+def _matrix_records(cfg: CrossVerifyConfig, run: RunFolder, cells: dict) -> list[dict]:
     """One record per (generator, verifier model), with each cell's metrics.json written."""
     vid = cfg.verifier.id or cfg.verifier.name
     gen_labels, ver_labels = model_labels(cfg.generators), model_labels(cfg.verifier_models)
     records = []
     for g in cfg.generators:
         for v in cfg.verifier_models:
-            cell = out / model_slug(g) / model_slug(v)
-            rows = pd.read_parquet(cell / "verification.parquet")
-            metrics = summarize(rows, [vid], read_json(cell / "verification_costs.json"), **boot(cfg))
-            write_json(cell / "metrics.json", metrics)
+            rows, costs = (run.read(cells[g, v], o) for o in cells[g, v].outputs)
+            metrics = summarize(rows, [vid], costs, **boot(cfg))
+            write_json(run.path(cells[g, v], "metrics.json"), metrics)
             vm = metrics["verifiers"][vid]
             records.append(
                 {
@@ -276,44 +297,32 @@ def verify_compute(cfg: VerifyComputeConfig, log=print) -> list[dict]:
     paired difference from the smallest k; the oracle under the same filter as the ceiling. One record
     per (filter, k), in `cfg.filters` order."""
     seed_everything(cfg.seed)
-    out = Path(cfg.output_dir)
-    check_resume(out, out / "config.json", to_dict(cfg), COMPUTE_SUMMARY_ONLY, defaults=to_dict(type(cfg)()))
-    write_json(out / "config.json", to_dict(cfg))
-    if not (out / "run.json").exists():
-        write_json(out / "run.json", study_metadata(to_dict(cfg)))
-    timings = read_json(out / "timings.json") if (out / "timings.json").exists() else {}
+    run = open_run(cfg, COMPUTE_SUMMARY_ONLY, list(GAP_STAGES.values()), log)
+    out = run.out
     model_dir = resolve_model(cfg.model)
-    task, problems, prompts, shots = prepare_prompts(cfg.task, model_dir, "test", cfg.seed)
+    task, problems, prompts, shots = prepare_prompts(cfg.task, model_dir, "test", cfg.seed, fits(cfg))
+    run.begin()
     vcfg = cfg.sampled_verifier
     log(
         f"{cfg.model} on {task.name}: {len(problems)} prompts x {cfg.sampling.n} samples, "
         f"{cfg.verdicts} {vcfg.name} verifications each"
     )
-    engine = OneEngine(cfg.engine, cfg.seed)
+    engine = run.engine(cfg.engine, cfg.seed)
     try:
-        rows = _stage(
-            out / "generations.parquet",
-            timings,
-            "generate",
-            out,
-            log,
+        rows = run.stage(
+            GAP_STAGES["generate"],
             lambda: generate_rows(engine.get(model_dir), task, problems, prompts, cfg.sampling, cfg.seed),
+            log,
         )
-        ver_path, cost_path = out / "verification.parquet", out / "verification_costs.json"
-        if ver_path.exists() and cost_path.exists():
-            rows, costs = pd.read_parquet(ver_path), read_json(cost_path)
-            log(f"reusing {ver_path}")
-        else:
-            clock = time.perf_counter()
+
+        def verify() -> tuple[pd.DataFrame, dict]:
             pool = VerifierPool(engine.get(model_dir), model_dir, cfg.engine, task, shots, cfg.seed)
             try:
-                rows, costs = verify_rows(rows, [vcfg], pool, keys=["verifier"])
+                return verify_rows(rows, [vcfg], pool, keys=["verifier"])
             finally:
                 pool.close()
-            write_json(cost_path, costs)
-            write_parquet(ver_path, rows)
-            timings["verify"] = round(time.perf_counter() - clock, 1)
-            write_json(out / "timings.json", timings)
+
+        rows, _ = run.stage(GAP_STAGES["verify"], verify, log)
     finally:
         engine.close()
     vid = vcfg.id or vcfg.name
@@ -343,7 +352,7 @@ def verify_compute(cfg: VerifyComputeConfig, log=print) -> list[dict]:
     metrics.update(
         config=to_dict(cfg),
         engine_dtype=engine_dtype(to_dict(cfg)),
-        seconds={**timings, "total": round(sum(timings.values()), 1)},
+        seconds=stage_seconds(run),
         compute=records,
     )
     write_json(out / "metrics.json", metrics)
@@ -434,11 +443,9 @@ def scaling(cfg: ScalingConfig, log=print) -> dict:
     from eval.plots import plot_scaling
     from eval.scaling import ScalingPoint, fit_scaling, relative_gaps_per_prompt, scaling_markdown
 
-    out = Path(cfg.output_dir)
-    check_resume(out, out / "config.json", to_dict(cfg), SCALING_RESUMABLE, defaults=to_dict(type(cfg)()))
-    write_json(out / "config.json", to_dict(cfg))
-    if not (out / "run.json").exists():
-        write_json(out / "run.json", study_metadata(to_dict(cfg)))
+    run = open_run(cfg, SCALING_RESUMABLE, [], log)  # no stages of its own: a measure_gap run per model
+    run.begin()
+    out = run.out
     vid = cfg.verifier.id or cfg.verifier.name
     points = []
     for i, (m, name) in enumerate(zip(cfg.models, cfg.labels())):
