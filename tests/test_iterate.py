@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from core.errors import UserError
 from eval.gap import fmt_ci
 from tests.conftest import ROOT, needs_vllm
 from tests.helpers import markdown_tables
@@ -210,14 +212,43 @@ def kill(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory, tiny_model_dir) -> tuple[Path, list[str]]:
+    """A finished 2-round study of the tiny model (the reference the kill and damage tests compare
+    with, and the folder they damage copies of), and the arguments that made it."""
+    ref = tmp_path_factory.mktemp("finished") / "ref"
+    args = study_args(tiny_model_dir, ref)
+    run(args)
+    return ref, args
+
+
+def copy_of(study: Path, to: Path, args: list[str]) -> list[str]:
+    """A copy of a study folder to damage, and the same arguments pointed at it."""
+    shutil.copytree(study, to)
+    return _with(args, ["--output_dir", str(to)])
+
+
+def user_error(args: list[str]) -> str:
+    """The one line a study refuses to resume with (in this process: the checks come first)."""
+    from core.config import load_config
+    from trainer.config import IterateConfig
+    from trainer.loop import run_study
+
+    with pytest.raises(UserError) as e:
+        run_study(
+            load_config(IterateConfig, args, default_config=str(ROOT / "recipes/configs/quickstart.yaml"))
+        )
+    (line,) = str(e.value).splitlines()
+    return line
+
+
 @pytest.mark.slow
-def test_resume_after_kill_matches_uninterrupted(tmp_path, tiny_model_dir):
-    ref = tmp_path / "ref"
-    run(study_args(tiny_model_dir, ref))
+def test_resume_after_kill_matches_uninterrupted(tmp_path, finished_study):
+    ref, ref_args = finished_study
     expected = stable(ref / "metrics.jsonl")
 
     out = tmp_path / "killed"
-    args = study_args(tiny_model_dir, out)
+    args = _with(ref_args, ["--output_dir", str(out)])
     # 1. between stages: right after round 1's verification file lands
     log = tmp_path / "killed.log"
     proc = launch(args, log)
@@ -235,9 +266,75 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path, tiny_model_dir):
     kill(proc)
     # what a kill inside a write leaves (whether this one landed inside one is up to timing)
     (out / "round_002" / ".eval.parquet.k1ll3d00.tmp").write_text("half a file")
-    run(args)
+    # a finished stage of the unfinished round damaged meanwhile: named, not read (main: ArrowInvalid)
+    damaged = out / "round_002" / "selection.parquet"
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    proc = launch(args)
+    said, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in said, said[-3000:]
+    assert f"error: {damaged}: holds 100 bytes where" in said and f"--redo {damaged} to make" in said
+    run(args + ["--redo", str(damaged)])  # that stage, and what was made from it, made again
     assert stable(out / "metrics.jsonl") == expected
     assert not list(out.rglob("*.tmp")), "a temp file was left behind as if it were output"
+
+
+@pytest.mark.slow
+def test_a_damaged_or_changed_finished_study_is_refused_by_name(tmp_path, finished_study):
+    """A finished study's file truncated or deleted, and study.json deleted before a changed setting:
+    each is one line naming the file or the key (main: 'finished before', exit 0, and the broken folder
+    kept; the changed setting accepted). Each check runs before any model loads."""
+    ref, args = finished_study
+    a = copy_of(ref, tmp_path / "truncated", args)
+    table = tmp_path / "truncated" / "round_001" / "generations.parquet"
+    table.write_bytes(table.read_bytes()[: table.stat().st_size // 2])
+    line = user_error(a)
+    assert line.startswith(f"{table}: holds {table.stat().st_size} bytes where ")
+    assert line.endswith(
+        f"rerun with --redo {table} to make stage round_001/generations again and every stage made from it"
+    )
+
+    b = copy_of(ref, tmp_path / "deleted", args)
+    config = tmp_path / "deleted" / "round_001" / "checkpoint" / "config.json"
+    config.unlink()
+    assert user_error(b).startswith(
+        f"{config}: is missing (written by stage round_001/distill); restore it, or rerun with --redo {config}"
+    )
+
+    c = copy_of(ref, tmp_path / "no_study_json", args)
+    (tmp_path / "no_study_json" / "study.json").unlink()
+    line = user_error(c + ["--sampling.temperature", "0.5"])
+    assert "holds an earlier run with a different 'sampling.temperature' (0.8 in " in line
+    assert f"{tmp_path / 'no_study_json' / 'round_000' / 'stages.json'}, now 0.5)" in line
+
+
+def test_an_output_dir_that_cannot_be_created_is_one_line(tmp_path):
+    afile = tmp_path / "taken"
+    afile.write_text("a file")
+    line = user_error(study_args("no-model-needed", afile / "study"))
+    assert line.startswith(f"output_dir: cannot create {afile / 'study'} (Not a directory")
+
+
+@pytest.mark.slow
+def test_a_study_from_before_stage_records_resumes_and_is_recorded(tmp_path, finished_study):
+    """A study folder as the code before stage records left it (no stages.json, study.json without the
+    marker) resumes to the same metrics; its finished stages are recorded on the way, and said so."""
+    ref, args = finished_study
+    old = copy_of(ref, tmp_path / "old", args)
+    for record in (tmp_path / "old").rglob("stages.json"):
+        record.unlink()
+    meta = json.loads((tmp_path / "old" / "study.json").read_text())
+    del meta["stage_records"]
+    (tmp_path / "old" / "study.json").write_text(json.dumps(meta))
+    said = " ".join(run(old).split())  # as the console wrapped it
+    assert (
+        "made before mindgap recorded its stages; recorded the 20 finished stages found as they are" in said
+    )
+    assert stable(tmp_path / "old" / "metrics.jsonl") == stable(ref / "metrics.jsonl")
+    record = json.loads((tmp_path / "old" / "round_002" / "stages.json").read_text())
+    assert (
+        record["stages"]["distill"]["adopted"]
+        and "checkpoint/model.safetensors" in record["stages"]["distill"]["files"]
+    )
 
 
 @pytest.mark.slow

@@ -108,7 +108,16 @@ def test_measure_gap_hf(tmp_path):
     assert json.loads((out / "metrics.json").read_text())["gap"] == m["gap"]
     # a changed sampling config refuses to mix with the old files
     r3 = run(TINY + ["--engine.backend", "hf", "--output_dir", str(out), "--sampling.temperature", "0.1"])
-    assert r3.returncode == 2 and "sampling" in r3.stderr
+    assert r3.returncode == 2 and "different 'sampling.temperature' (0.7 in " in r3.stderr
+    # a finished stage's file changed since: named, with the flag that makes it again
+    ver = out / "verification.parquet"
+    ver.write_bytes(ver.read_bytes()[:-8] + bytes(8))
+    r4 = run(TINY + ["--engine.backend", "hf", "--output_dir", str(out)])
+    assert r4.returncode == 2 and "Traceback" not in r4.stderr
+    assert (
+        f"error: {ver}: changed since it was written (SHA-256 differs); restore it, or rerun with --redo"
+        in r4.stderr
+    )
 
 
 @pytest.mark.slow

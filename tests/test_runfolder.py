@@ -194,3 +194,19 @@ def test_output_dir_that_cannot_be_created_is_one_line(tmp_path):
         open_run(afile / "sub")
     with pytest.raises(UserError, match=rf"^output_dir: {afile} is a file, not a folder"):
         open_run(afile)
+
+
+def test_large_files_are_sized_on_open_and_hashed_before_they_are_read(tmp_path, monkeypatch):
+    """A resume does not re-read every round's weights: files over HASH_AT_OPEN bytes are checked by
+    size on open, and by hash when the run reads them (a table, or a checkpoint an engine loads)."""
+    import trainer.runfolder as runfolder
+
+    finished(tmp_path)
+    table = tmp_path / "round_001" / "gen.parquet"
+    table.write_bytes(table.read_bytes()[:-1] + b"\x00")  # same size, other bytes
+    monkeypatch.setattr(runfolder, "HASH_AT_OPEN", 16)
+    run = open_run(tmp_path)  # sized only
+    run.check_use(tmp_path / "round_000" / "gen.parquet")  # intact: passes
+    run.check_use(tmp_path / "elsewhere")  # outside the run: nothing to check
+    with pytest.raises(UserError, match=rf"^{table}: changed since it was written \(SHA-256 differs\)"):
+        run.read(layout()[2])

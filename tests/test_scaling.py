@@ -277,4 +277,4 @@ def test_scaling_recipe_end_to_end_resumes_and_grows(tmp_path, tiny_model_dir):
     # A change that would invalidate the finished runs is refused, naming the key.
     proc = _run(["--models", grown, *common, "--sampling.n", "3"])
     assert proc.returncode == 2
-    assert "different 'sampling'" in proc.stderr
+    assert "different 'sampling.n' (2 in " in proc.stderr

@@ -74,21 +74,36 @@ def fits(cfg) -> tuple[str, int, int]:
     return ("sampling.max_tokens", cfg.sampling.max_tokens, cfg.engine.max_model_len)
 
 
+def open_measurement(cfg, may_change: tuple[str, ...], log) -> tuple[RunFolder, Path, tuple]:
+    """One model on the held-out split (measure_gap, verify_compute): the run folder checked, the
+    model and its prompts prepared (and checked), then the folder begun. Returns the run, the model
+    dir and prepare_prompts' (task, problems, prompts, shots)."""
+    seed_everything(cfg.seed)
+    run = open_run(cfg, may_change, list(GAP_STAGES.values()), log)
+    model_dir = resolve_model(cfg.model)
+    prepared = prepare_prompts(cfg.task, model_dir, "test", cfg.seed, fits(cfg))
+    run.begin()
+    return run, model_dir, prepared
+
+
+def generations(run: RunFolder, stage: Stage, engine: OneEngine, model_dir: Path, prepared: tuple, cfg, log):
+    """A stage of `cfg.sampling` samples of every prepared prompt, the model loaded when first needed."""
+    task, problems, prompts, _ = prepared
+    return run.stage(
+        stage,
+        lambda: generate_rows(engine.get(model_dir), task, problems, prompts, cfg.sampling, cfg.seed),
+        log,
+    )
+
+
 def measure_gap(cfg: GapConfig, log=print) -> dict:
     """generate → verify → select on the held-out split, then every metric with its interval."""
-    seed_everything(cfg.seed)
-    run = open_run(cfg, GAP_SUMMARY_ONLY, list(GAP_STAGES.values()), log)
-    model_dir = resolve_model(cfg.model)
-    task, problems, prompts, shots = prepare_prompts(cfg.task, model_dir, "test", cfg.seed, fits(cfg))
-    run.begin()
+    run, model_dir, prepared = open_measurement(cfg, GAP_SUMMARY_ONLY, log)
+    task, problems, _, shots = prepared
     log(f"{cfg.model} on {task.name}: {len(problems)} prompts x {cfg.sampling.n} samples")
     engine = run.engine(cfg.engine, cfg.seed)
     try:
-        rows = run.stage(
-            GAP_STAGES["generate"],
-            lambda: generate_rows(engine.get(model_dir), task, problems, prompts, cfg.sampling, cfg.seed),
-            log,
-        )
+        rows = generations(run, GAP_STAGES["generate"], engine, model_dir, prepared, cfg, log)
 
         def verify() -> tuple[pd.DataFrame, dict]:
             needs_model = any(v.name != "oracle" for v in cfg.verifiers)
@@ -167,13 +182,10 @@ def cross_verify(cfg: CrossVerifyConfig, log=print) -> list[dict]:
     engine = run.engine(cfg.engine, cfg.seed)
     try:
         for g in cfg.generators:
-
-            def generate(g=g) -> pd.DataFrame:
-                task, problems, prompts, _ = prepared[g]
+            task, problems = prepared[g][:2]
+            if not run.done(gens[g]):
                 log(f"{g} generates on {task.name}: {len(problems)} prompts x {cfg.sampling.n}")
-                return generate_rows(engine.get(gen_dirs[g]), task, problems, prompts, cfg.sampling, cfg.seed)
-
-            run.stage(gens[g], generate, log)
+            generations(run, gens[g], engine, gen_dirs[g], prepared[g], cfg, log)
         _verify_matrix(cfg, run, gens, cells, ver_dirs, engine, log)
     finally:
         engine.close()
@@ -203,11 +215,9 @@ def _verify_matrix(
                 log(f"{v} verifies the samples of {g} ({cfg.verifier.name})")
 
                 def verify(g=g, pool=pool) -> tuple[pd.DataFrame, dict]:
-                    rows = run.read(gens[g])
-                    rows, costs = verify_rows(rows, [cfg.verifier], pool, keys=["verifier"])
-                    return select_rows(rows, [cfg.verifier], cfg.filter, cfg.seed), add_shared_member_costs(
-                        costs
-                    )
+                    scored, costs = verify_rows(run.read(gens[g]), [cfg.verifier], pool, keys=["verifier"])
+                    kept = select_rows(scored, [cfg.verifier], cfg.filter, cfg.seed)
+                    return kept, add_shared_member_costs(costs)
 
                 run.stage(cells[g, v], verify)
         finally:
@@ -296,12 +306,9 @@ def verify_compute(cfg: VerifyComputeConfig, log=print) -> list[dict]:
     (the mean of the first k verdicts) and each filter → the gap, AUROC and cost of every k, with the
     paired difference from the smallest k; the oracle under the same filter as the ceiling. One record
     per (filter, k), in `cfg.filters` order."""
-    seed_everything(cfg.seed)
-    run = open_run(cfg, COMPUTE_SUMMARY_ONLY, list(GAP_STAGES.values()), log)
+    run, model_dir, prepared = open_measurement(cfg, COMPUTE_SUMMARY_ONLY, log)
+    task, problems, _, shots = prepared
     out = run.out
-    model_dir = resolve_model(cfg.model)
-    task, problems, prompts, shots = prepare_prompts(cfg.task, model_dir, "test", cfg.seed, fits(cfg))
-    run.begin()
     vcfg = cfg.sampled_verifier
     log(
         f"{cfg.model} on {task.name}: {len(problems)} prompts x {cfg.sampling.n} samples, "
@@ -309,11 +316,7 @@ def verify_compute(cfg: VerifyComputeConfig, log=print) -> list[dict]:
     )
     engine = run.engine(cfg.engine, cfg.seed)
     try:
-        rows = run.stage(
-            GAP_STAGES["generate"],
-            lambda: generate_rows(engine.get(model_dir), task, problems, prompts, cfg.sampling, cfg.seed),
-            log,
-        )
+        rows = generations(run, GAP_STAGES["generate"], engine, model_dir, prepared, cfg, log)
 
         def verify() -> tuple[pd.DataFrame, dict]:
             pool = VerifierPool(engine.get(model_dir), model_dir, cfg.engine, task, shots, cfg.seed)

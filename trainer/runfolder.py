@@ -97,7 +97,8 @@ class RunFolder:
         study: bool = False,
     ) -> RunFolder:
         """Check a new or resumed run folder (module docstring); raise the first problem as a UserError
-        on every process. Writes nothing but what `--redo` deletes and the records of an older run."""
+        on every process. Creates the folder; otherwise writes nothing but what `--redo` deletes and
+        the records of an older run's stages."""
         run = cls(
             Path(out), config, list(layout), chain, study, may_change=tuple(may_change), defaults=defaults
         )
@@ -160,7 +161,10 @@ class RunFolder:
             if PartialState().is_main_process:
                 for output, value in zip(stage.outputs, made if len(stage.outputs) > 1 else [made]):
                     path = self.path(stage, output)
-                    write_parquet(path, value) if path.suffix == ".parquet" else write_json(path, value)
+                    if path.suffix == ".parquet":
+                        write_parquet(path, value)
+                    else:
+                        write_json(path, value)
         return made
 
     def engine(self, engine, seed: int):
@@ -219,7 +223,7 @@ class RunFolder:
         saved_path = out / ("study.json" if self.study else "config.json")
         saved = self._read_record_file(saved_path) if saved_path.exists() else None
         if saved is not None:
-            before = saved["config"] if self.study else saved
+            before = saved.get("config", {}) if self.study else saved
             self._check_config(before, saved_path)
         meta = saved if self.study else {}
         if not self.study and (out / "run.json").exists():
@@ -530,7 +534,10 @@ def _redo_target(out: Path) -> Path | None:
 
 
 def _unreadable(path: Path) -> str | None:
-    """Why a table or JSON file an older run wrote does not read back (its footer, its syntax)."""
+    """Why a table or JSON file an older run wrote does not read back (its footer, its syntax), or
+    why a folder it wrote is no checkpoint."""
+    if path.is_dir():
+        return None if (path / "config.json").is_file() else "a checkpoint folder without config.json"
     try:
         if path.suffix == ".parquet":
             import pyarrow.parquet as pq
