@@ -223,5 +223,5 @@ def test_a_condition_may_have_its_own_control():
     pairs = {(d["condition"], d["control"]) for d in diffs}
     assert pairs == {("dpo", "dpo_random"), ("dpo_random", "sft_random")}
     last = {d["condition"]: d for d in diffs if d["round"] == 1}
-    assert last["dpo"]["accuracy"]["value"] == pytest.approx((2 + 1 + 1 + 0) / 4 / 4)
+    assert last["dpo"]["accuracy"]["value"] == pytest.approx((1 + 1 + 1 + 0) / 4 / 4)
     assert last["dpo"]["accuracy"]["family"] == 2  # both comparisons after round 0 share Holm's family
