@@ -83,11 +83,11 @@ def load_config(cls: type[C], argv: list[str] | None = None, default_config: str
         print(help_text(cls, given or default_config))
         sys.exit(0)
     config_path, overrides = _split_argv(argv)
-    redo = dict(overrides).pop("redo", None)
+    # --redo FILE: an action on this run, not a setting; the run folder reads it (trainer/runfolder.py)
     os.environ.pop(REDO_ENV, None)
-    if redo is not None:  # a run-time action, not a setting: the run folder reads it (trainer/runfolder.py)
-        os.environ[REDO_ENV] = str(redo)
-        overrides = [(k, v) for k, v in overrides if k != "redo"]
+    for value in [v for k, v in overrides if k == "redo"]:
+        os.environ[REDO_ENV] = str(value)
+    overrides = [(k, v) for k, v in overrides if k != "redo"]
     config_path = config_path or default_config
     data: dict = to_dict(cls())  # defaults first, so list entries can be overridden by index
     if config_path:
