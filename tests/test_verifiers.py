@@ -564,6 +564,32 @@ def test_every_strategy_is_registered():
     assert {"mc", "cot_binary", "cot_score", "tournament", "ensemble", "oracle"} <= set(VERIFIERS)
 
 
+def test_a_strategy_of_ones_own_registers_and_joins_an_ensemble():
+    """The registry seam: a registered class is a strategy a config may name, an ensemble member too;
+    a name registered twice is refused."""
+    from trainer.verifiers import Verifier, VerifierResult, register
+
+    @register("length")
+    class LengthVerifier(Verifier):  # the longer the completion, the better (a toy strategy)
+        needs_model = False
+
+        def score(self, rows: pd.DataFrame) -> VerifierResult:
+            n = rows["completion"].str.len().to_numpy(dtype=float)
+            return VerifierResult(scores=n / n.max())
+
+    try:
+        ensemble = VerifierConfig("ensemble", options={"members": ["oracle", "length"], "combine": "mean"})
+        validate_verifiers([VerifierConfig("length"), ensemble])
+        rows = pd.DataFrame({"completion": ["Answer: 4", "It is 4. Answer: 4"], "correct": [True, False]})
+        ctx = VerifyContext(None, None, "chat", None)
+        got = make_verifier(ensemble, ctx).score(rows).scores
+        np.testing.assert_allclose(got, [(1 + 9 / 18) / 2, (0 + 1) / 2])
+        with pytest.raises(ValueError, match="'length' is registered twice"):
+            register("length")(type("Other", (Verifier,), {}))
+    finally:
+        VERIFIERS.pop("length")
+
+
 # ---------------------------------------------------------------- ensembles
 
 
