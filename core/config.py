@@ -11,7 +11,8 @@ values a section's `validate(key)` rejects are UserErrors that name the key; all
 mistakes are collected and raised together, one per line.
 
 A config field documents itself: `knob(default, "help")` (TRL's `metadata={"help": ...}` convention),
-which is what `--help` prints.
+which is what `--help` prints; `knob(..., group="...")` starts a group of a section's keys, which
+`--help` shows under that heading (the keys stay flat: `--engine.server_url`).
 """
 
 from __future__ import annotations
@@ -35,11 +36,15 @@ C = TypeVar("C")
 _NO_DEFAULT = dataclasses.MISSING
 
 
-def knob(default: Any = _NO_DEFAULT, help: str = "", *, factory: Any = _NO_DEFAULT) -> Any:
-    """A config field with its one line of help (a mutable default is given as `factory`)."""
+def knob(
+    default: Any = _NO_DEFAULT, help: str = "", *, factory: Any = _NO_DEFAULT, group: str | None = None
+) -> Any:
+    """A config field with its one line of help (a mutable default is given as `factory`); `group`
+    names the group of keys this one starts, a heading in `--help`."""
+    metadata = {"help": help, **({"group": group} if group else {})}
     if factory is not _NO_DEFAULT:
-        return field(default_factory=factory, metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 class Problems:
@@ -166,8 +171,10 @@ def help_text(cls: type, default_config: str | None = None) -> str:
             in_file = yaml.safe_load(Path(default_config).read_text()) or {}
     lines.append("")
     rows = list(_help_rows(cls, ""))
-    width = min(34, max(len(k) for k, _, _, _ in rows) + 2)
-    for key, tp, default, text in rows:
+    width = min(34, max(len(row[0]) for row in rows) + 2)
+    for key, tp, default, text, group in rows:
+        if group:
+            lines.append(f"  [{group}]")
         value = _lookup(in_file, key)
         shown = (
             ""
@@ -193,19 +200,21 @@ def _yaml_text(value: Any) -> str:
     return "null" if value is None else repr(value) if isinstance(value, str) else str(value)
 
 
-def _help_rows(cls: type, prefix: str) -> Iterator[tuple[str, str, str, str]]:
+def _help_rows(cls: type, prefix: str) -> Iterator[tuple[str, str, str, str, str]]:
+    """(key, type, default, help, the heading of the group it starts or "") for every key of `cls`."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         key = f"{prefix}{f.name}"
         tp = hints[f.name]
         inner = _dataclass_of(tp)
+        group = f"{prefix.rstrip('.')}: {f.metadata['group']}" if f.metadata.get("group") else ""
         if inner is not None and typing.get_origin(tp) is list:
-            yield key, f"list of {inner.__name__}", "see below", f.metadata.get("help", "")
+            yield key, f"list of {inner.__name__}", "see below", f.metadata.get("help", ""), group
             yield from _help_rows(inner, f"{key}.<i>.")
         elif inner is not None:
             yield from _help_rows(inner, f"{key}.")
         else:
-            yield key, _type_name(tp), _default_text(f), f.metadata.get("help", "")
+            yield key, _type_name(tp), _default_text(f), f.metadata.get("help", ""), group
 
 
 def _dataclass_of(tp: Any) -> type | None:

@@ -197,7 +197,39 @@ def test_help_prints_every_key_with_its_type_default_and_help():
     from core.config import _help_rows
 
     rows = list(_help_rows(IterateConfig, ""))
-    assert all(f"--{key}" in out for key, _, _, _ in rows)
-    assert all(text for key, tp, _, text in rows if not tp.startswith("list of")), [
-        key for key, _, _, text in rows if not text
+    assert all(f"--{key}" in out for key, *_ in rows)
+    assert all(text for key, tp, _, text, _ in rows if not tp.startswith("list of")), [
+        key for key, _, _, text, _ in rows if not text
     ]
+
+
+def test_help_shows_the_engine_keys_in_groups_and_the_keys_stay_flat(capsys):
+    import dataclasses
+
+    from trainer.config import EngineConfig
+
+    with pytest.raises(SystemExit):
+        load_config(IterateConfig, ["--help"])
+    lines = [x.strip() for x in capsys.readouterr().out.splitlines()]
+    engine = [x for x in lines if x.startswith(("[engine:", "--engine."))]
+    heads = [i for i, x in enumerate(engine) if x.startswith("[")]
+    assert [engine[i] for i in heads] == [
+        "[engine: backend and precision]",
+        "[engine: vLLM memory, compilation and parallelism]",
+        "[engine: vLLM server (backend vllm_server)]",
+    ]
+    group = {
+        x.split()[0]: engine[max(h for h in heads if h < i)] for i, x in enumerate(engine) if i not in heads
+    }
+    keys = [f.name for f in dataclasses.fields(EngineConfig)]
+    assert list(group) == [f"--engine.{k}" for k in keys] and heads[0] == 0  # every key under a heading
+    assert group["--engine.dtype"] == "[engine: backend and precision]"
+    assert group["--engine.tensor_parallel_size"] == "[engine: vLLM memory, compilation and parallelism]"
+    assert (
+        group["--engine.retries"]
+        == group["--engine.server_url"]
+        == "[engine: vLLM server (backend vllm_server)]"
+    )
+    # the keys are what they were: flat under engine, on the command line and in study.json
+    cfg = load_config(IterateConfig, ["--engine.backend", "vllm_server", "--engine.server_url", "http://h:1"])
+    assert to_dict(cfg)["engine"]["server_url"] == "http://h:1" and list(to_dict(cfg)["engine"]) == keys
