@@ -26,7 +26,7 @@ def summarize(
     prompt's sample and correct counts, diversity, and each verifier's verification utility.
     """
     costs = costs or {}
-    boot = {"n_boot": n_boot, "confidence": confidence, "seed": seed, "method": method}
+    boot = M.Bootstrap(n_boot, confidence, seed, method)
     n_per_prompt = rows.groupby("prompt_id").size()
     per_verifier = {}
     for vid in verifier_ids:

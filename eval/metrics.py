@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,26 @@ import pandas as pd
 from scipy.stats import rankdata
 
 CI_METHODS = ("percentile", "bca")
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """How every interval is made: `n_boot` resamples of the prompts (0: no intervals), at the
+    `confidence` level, drawn from `seed`, by `method` (percentile | bca). It unpacks as the keyword
+    arguments of the functions below: `bootstrap_ci(values, **boot)`."""
+
+    n_boot: int = 1000
+    confidence: float = 0.95
+    seed: int = 0
+    method: str = "percentile"
+
+    def keys(self) -> tuple[str, ...]:
+        return ("n_boot", "confidence", "seed", "method")
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.keys():
+            raise KeyError(key)
+        return getattr(self, key)
 
 
 # ---------------------------------------------------------------- pass@k and maj@k

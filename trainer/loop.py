@@ -188,7 +188,7 @@ class Study:
         # would learn to stop mid-thought where the token budget ran out).
         distilled = kept if self.cfg.sft.train_on_truncated else kept[~truncated[rows["kept"]]]
         on_train = verifier_metrics(
-            rows, self.cfg.verifiers[0].column, rows["kept"].to_numpy(dtype=float), **self.boot
+            rows, self.cfg.verifiers[0].column, rows["kept"].to_numpy(dtype=float), **self.cfg.boot
         )
         train = {
             "sampled": len(rows),
@@ -375,19 +375,9 @@ class Study:
         rows, costs = self.verify(rd / "eval_verification.parquet", rows, checkpoint)
         rows = self.select(rd / "eval.parquet", rows, seed)
         ids = [v.id or v.name for v in self.cfg.verifiers]
-        return rows, summarize(rows, ids, costs, **self.boot)
+        return rows, summarize(rows, ids, costs, **self.cfg.boot)
 
     # ------------------------------------------------------------------ bookkeeping
-
-    @property
-    def boot(self) -> dict:
-        cfg = self.cfg
-        return {
-            "n_boot": cfg.bootstrap,
-            "confidence": cfg.confidence,
-            "seed": cfg.seed,
-            "method": cfg.ci_method,
-        }
 
     def timed(self, seconds: dict, name: str, t: int):
         """A stage shown on the console and timed into `seconds[name]`."""
