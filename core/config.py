@@ -3,6 +3,10 @@ on load, with every mistake reported at once.
 
     cfg = load_config(IterateConfig, argv, default_config="recipes/configs/quickstart.yaml")
 
+A config file may start from another: `base: FILE` (a path relative to the file) names the file whose
+keys it starts from, its own keys merged over them (mappings key by key, anything else replaced), and
+that file may name a base of its own (`read_config`).
+
 An override is `--key value` or `--key=value` with a dotted key (`--sampling.n 8`,
 `--verifiers.0.name oracle`); values are parsed as YAML scalars (`--verifiers [mc,oracle]` works too).
 `--help` prints every key with its type, default and help; `--verbose` shows every library's own
@@ -89,22 +93,68 @@ def load_config(cls: type[C], argv: list[str] | None = None, default_config: str
     config_path, overrides = _split_argv(argv)
     config_path = config_path or default_config
     data: dict = to_dict(cls())  # defaults first, so list entries can be overridden by index
+    source = config_path
     if config_path:
-        path = Path(config_path)
-        if not path.is_file():
-            raise UserError(f"--config: file {config_path} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise UserError(f"--config: {config_path} is not valid YAML: {str(e).splitlines()[0]}") from None
-        if not isinstance(loaded, dict):
-            raise UserError(
-                f"--config: {config_path} must hold a mapping of keys, not {type(loaded).__name__}"
-            )
-        merge(data, loaded)
+        files: list[Path] = []
+        merge(data, read_config(config_path, inherit=_inherits(cls), files=files))
+        if len(files) > 1:
+            source = f"{config_path} or its base {', '.join(map(str, files[1:]))}"
     for key, value in overrides:
         _set_dotted(data, key, value)
-    return from_dict(cls, data, source=config_path)
+    return from_dict(cls, data, source=source)
+
+
+def read_config(path: str | Path, inherit: bool = True, files: list[Path] | None = None) -> dict:
+    """The mapping a config file gives: its keys merged over those of the file its `base:` names (a
+    path relative to the file; one from the working directory is taken where only that exists), which
+    may name a base of its own; a cycle of bases is an error. `files` collects the files read, the
+    named one first. With `inherit=False` (a config whose own key is `base`, as recipes/compare.py's
+    study config), `base` stays a key, its path resolved in the same way."""
+    files = [] if files is None else files
+    key = "base" if files else "--config"
+    path = Path(path)
+    if not path.is_file():
+        named = f" (the base of {files[-1]})" if files else ""
+        raise UserError(f"{key}: file {path}{named} does not exist")
+    if path.resolve() in [f.resolve() for f in files]:
+        cycle = " -> ".join(map(str, [*files, path]))
+        raise UserError(
+            f"base: the config files start from each other in a cycle ({cycle}); remove a `base:`"
+        )
+    files.append(path)
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"{key}: {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(loaded, dict):
+        raise UserError(f"{key}: {path} must hold a mapping of keys, not {type(loaded).__name__}")
+    base = loaded.pop("base", None) if inherit else loaded.get("base")
+    if base is None:
+        return loaded
+    if not isinstance(base, str) or not base:
+        raise UserError(f"base: expected the path of a config file (in {path}), got {base!r}")
+    base_path = _beside(path, base)
+    if not inherit:
+        loaded["base"] = str(base_path)
+        return loaded
+    data = read_config(base_path, inherit, files)
+    merge(data, loaded)
+    return data
+
+
+def _beside(config: Path, name: str) -> Path:
+    """The file `name` names from inside `config`: relative to `config`'s folder, or to the working
+    directory where only that holds it (comparison configs written before bases were relative)."""
+    given = Path(name).expanduser()
+    if given.is_absolute():
+        return given
+    beside = Path(os.path.normpath(config.parent / given))
+    return given if given.is_file() and not beside.is_file() else beside
+
+
+def _inherits(cls: type) -> bool:
+    """Whether `base:` in a file of `cls` names a file to start from (not a key of `cls` itself)."""
+    return "base" not in {f.name for f in dataclasses.fields(cls)}
 
 
 def from_dict(cls: type[C], data: dict, key: str = "", source: str | None = None) -> C:
@@ -164,11 +214,13 @@ def help_text(cls: type, default_config: str | None = None) -> str:
     where that differs; what `--help` prints."""
     lines = [f"{cls.__name__}: {(cls.__doc__ or '').strip().splitlines()[0]}", ""]
     lines.append("usage: [--config FILE] [--KEY VALUE ...]   (dotted keys; values are YAML)")
+    if _inherits(cls):
+        lines.append("a config file may start from another: `base: FILE` (relative to the file)")
     in_file: Any = {}
     if default_config:
-        lines.append(f"--config: {default_config} (its values: 'config file:' below)")
-        with contextlib.suppress(OSError, yaml.YAMLError):
-            in_file = yaml.safe_load(Path(default_config).read_text()) or {}
+        lines.append(f"--config: {default_config} (its values, with its bases': 'config file:' below)")
+        with contextlib.suppress(UserError):
+            in_file = read_config(default_config, inherit=_inherits(cls))
     lines.append("")
     rows = list(_help_rows(cls, ""))
     width = min(34, max(len(row[0]) for row in rows) + 2)

@@ -82,6 +82,83 @@ def test_invalid_yaml(tmp_path):
         load_config(GapConfig, ["--config", path])
 
 
+def test_a_config_file_starts_from_its_base(tmp_path, monkeypatch, capsys):
+    """`base: FILE` names the file a config starts from, relative to the file (whatever the working
+    directory); the file's keys merge over the base's (mappings key by key, lists replaced), a base may
+    have a base, and the command line overrides them all; --help shows the merged values."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "task.yaml").write_text(
+        "task: {name: countdown, test_size: 9, options: {min_numbers: 3}}\nverifiers: [mc, oracle]\n"
+    )
+    (shared / "gap.yaml").write_text("base: task.yaml\nsampling: {n: 2, temperature: 0.3}\nseed: 4\n")
+    (tmp_path / "mine.yaml").write_text(
+        "base: shared/gap.yaml\ntask: {test_size: 5}\nsampling: {n: 3}\nverifiers: [oracle]\n"
+    )
+    monkeypatch.chdir(shared)  # not where mine.yaml is: its base resolves against the file
+    cfg = load_config(GapConfig, ["--config", str(tmp_path / "mine.yaml"), "--seed", "7"])
+    assert (cfg.task.name, cfg.task.test_size, cfg.task.options) == ("countdown", 5, {"min_numbers": 3})
+    assert (cfg.sampling.n, cfg.sampling.temperature) == (3, 0.3)
+    assert [v.name for v in cfg.verifiers] == ["oracle"] and cfg.seed == 7
+    with pytest.raises(SystemExit):
+        load_config(GapConfig, ["--config", str(tmp_path / "mine.yaml"), "--help"])
+    out = capsys.readouterr().out
+    assert "`base: FILE`" in out
+    lines = {x.split()[0]: x for x in out.splitlines() if x.strip().startswith("--")}
+    assert lines["--task.name"].endswith("config file: 'countdown'")  # from the base's base
+    assert lines["--sampling.temperature"].endswith("config file: 0.3")
+    assert lines["--task.test_size"].endswith("config file: 5")
+
+
+def test_a_cycle_of_bases_and_a_missing_base_are_one_line_errors(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: ./a.yaml\nseed: 1\n")
+    with pytest.raises(UserError) as e:
+        load_config(GapConfig, ["--config", str(tmp_path / "a.yaml")])
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    assert str(e.value).startswith(
+        f"base: the config files start from each other in a cycle ({a} -> {b} -> {a})"
+    )
+    assert "\n" not in str(e.value)
+    (tmp_path / "c.yaml").write_text("base: missing.yaml\n")
+    with pytest.raises(UserError) as e:
+        load_config(GapConfig, ["--config", str(tmp_path / "c.yaml")])
+    assert str(e.value).startswith(
+        f"base: file {tmp_path / 'missing.yaml'} (the base of {tmp_path / 'c.yaml'})"
+    )
+    (tmp_path / "d.yaml").write_text("base: [a.yaml]\n")
+    with pytest.raises(UserError, match=r"^base: expected the path of a config file"):
+        load_config(GapConfig, ["--config", str(tmp_path / "d.yaml")])
+    (tmp_path / "e.yaml").write_text("base: f.yaml\n")
+    (tmp_path / "f.yaml").write_text("sampling: {nn: 2}\n")
+    with pytest.raises(UserError) as e:  # a mistake in a base: the files it may be in are named
+        load_config(GapConfig, ["--config", str(tmp_path / "e.yaml")])
+    assert "sampling.nn" in str(e.value) and str(tmp_path / "f.yaml") in str(e.value)
+
+
+def test_a_comparisons_base_study_resolves_against_its_file(tmp_path, monkeypatch):
+    """recipes/compare.py's `base` (the study the conditions start from) is a path relative to the
+    comparison's file too, and that study may start from a base of its own."""
+    from trainer.config import CompareConfig
+
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "task.yaml").write_text("task: {name: countdown, test_size: 6}\n")
+    (tmp_path / "studies" / "study.yaml").write_text("base: ../task.yaml\nrounds: 1\nreport_to: none\n")
+    (tmp_path / "studies" / "cmp.yaml").write_text(
+        "base: study.yaml\nconditions: [{name: mc}, {name: random, overrides: {filter: {name: random}}}]\n"
+        f"output_dir: {tmp_path / 'out'}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(CompareConfig, ["--config", "studies/cmp.yaml"])
+    assert cfg.base == "studies/study.yaml"
+    runs = cfg.studies()
+    assert {name: (r[0].task.name, r[0].task.test_size, r[0].rounds) for name, r in runs.items()} == {
+        "mc": ("countdown", 6, 1),
+        "random": ("countdown", 6, 1),
+    }
+    assert runs["random"][0].filter.name == "random"
+
+
 def test_iterate_config_sections_and_roundtrip():
     cfg = load_config(
         IterateConfig,

@@ -714,9 +714,10 @@ def test_measure_gap_runs_every_strategy_from_the_command_line(tmp_path):
 
     import yaml
 
+    from core.config import read_config
     from tests.conftest import HAS_VLLM, ROOT
 
-    cfg = yaml.safe_load((ROOT / "recipes" / "configs" / "gap_strategies.yaml").read_text())
+    cfg = read_config(ROOT / "recipes" / "configs" / "gap_strategies.yaml")  # with its base's keys
     # one entry per strategy (the shipped config also has an mc-mode tournament: tested above)
     cfg["verifiers"] = [
         v for v in cfg["verifiers"] if not (isinstance(v, dict) and v.get("id") == "tournament_mc")

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.config import Problems, from_dict, knob, load_config, merge, one_of, to_dict
+from core.config import Problems, from_dict, knob, load_config, merge, one_of, read_config, to_dict
 from core.errors import UserError
 from eval.metrics import CI_METHODS, Bootstrap
 from eval.saturation import SaturationConfig
@@ -368,7 +368,7 @@ class ConditionConfig:
 class CompareConfig:
     """recipes/compare.py: the same study under several conditions, compared with a control."""
 
-    base: str | None = knob(None, "a study config file (recipes/configs/*.yaml) the conditions start from")
+    base: str | None = knob(None, "the study config file the conditions start from (relative to this file)")
     study: dict = knob(factory=dict, help="study keys applied to every condition")
     conditions: list[ConditionConfig] = knob(factory=list, help="the conditions, each a study of its own")
     control: str = knob("random", "the condition every other one is compared with")
@@ -400,12 +400,10 @@ class CompareConfig:
         round of every condition unless a condition sets `saturation.stop` itself."""
         import copy
 
-        import yaml
-
         base: dict = to_dict(IterateConfig())
         base["saturation"]["stop"] = False  # a rule firing in one condition must not shorten it
         if self.base:
-            merge(base, yaml.safe_load(Path(self.base).read_text()) or {})
+            merge(base, read_config(self.base))
         try:
             merge(base, copy.deepcopy(self.study))
             from_dict(IterateConfig, copy.deepcopy(base))
