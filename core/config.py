@@ -255,7 +255,8 @@ def _yaml_text(value: Any) -> str:
 def _help_rows(cls: type, prefix: str) -> Iterator[tuple[str, str, str, str, str]]:
     """(key, type, default, help, the heading of the group it starts or "") for every key of `cls`."""
     hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
+    own = cls.__dict__.get("__annotations__", {})  # a recipe's own keys before those all recipes share
+    for f in sorted(dataclasses.fields(cls), key=lambda f: f.name not in own):
         key = f"{prefix}{f.name}"
         tp = hints[f.name]
         inner = _dataclass_of(tp)
