@@ -233,21 +233,27 @@ def differences(
     n_boot: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
+    controls: dict[str, str] | None = None,
 ) -> list[dict]:
-    """Each condition's held-out accuracy and pass@k (largest k) minus the control's, round by round up
-    to the rounds all reached, paired over prompts (and seeds); accuracy after round 0 with
-    Holm-adjusted p-values over every condition and round (`p_holm`, `family`)."""
+    """Each condition's held-out accuracy and pass@k (largest k) minus its control's (`controls[name]`,
+    else `control`, which itself is compared with nothing), round by round up to the rounds all
+    reached, paired over prompts (and seeds); accuracy after round 0 with Holm-adjusted p-values over
+    every condition and round (`p_holm`, `family`)."""
     records = []
     last = matched_rounds(histories)
     others = [name for name in histories if name != control]
     for name in others:
+        ref = (controls or {}).get(name, control)
+        if ref not in histories or ref == name:
+            continue
+        pair = {name: histories[name], ref: histories[ref]}
         for t in range(last + 1):
-            prompts = common_prompts({name: histories[name], control: histories[control]}, t)
-            kmax = largest_k({name: histories[name], control: histories[control]}, t)
-            row = {"condition": name, "round": t, "prompts": len(prompts)}
+            prompts = common_prompts(pair, t)
+            kmax = largest_k(pair, t)
+            row = {"condition": name, "control": ref, "round": t, "prompts": len(prompts)}
             for key in ("accuracy", f"pass@{kmax}"):
                 a = matrix(histories[name], t, key, prompts)
-                b = matrix(histories[control], t, key, prompts)
+                b = matrix(histories[ref], t, key, prompts)
                 row[key] = replicated_difference(a, b, confidence, n_boot, seed)
             records.append(row)
     family = [d for d in records if d["round"] > 0]
@@ -319,7 +325,8 @@ def plot_conditions(
             band(ax3, [d["round"] for d in mine], [d["accuracy"] for d in mine], name, color=colors[name])
     ax1.set(xlabel="round", ylabel="held-out accuracy", title=f"Accuracy by condition ({conf} CI{reps_note})")
     ax3.axhline(0, color="grey", lw=0.8)
-    ax3.set(xlabel="round", title=f"Accuracy − {control}, paired ({conf} CI)")
+    against = control if all(d["control"] == control for d in diffs) else "its control"
+    ax3.set(xlabel="round", title=f"Accuracy − {against}, paired ({conf} CI)")
     ax2.axhline(0, color="grey", lw=0.8)
     ax2.set(xlabel="round", title=f"Gap of each condition's verifier ({conf} CI)")
     for ax in (ax1, ax3, ax2):
@@ -447,13 +454,15 @@ def write_comparison(
     n_boot: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
+    controls: dict[str, str] | None = None,
 ) -> Path:
-    """comparison.md, comparison.json and plots/compare_*.png in `out`."""
+    """comparison.md, comparison.json and plots/compare_*.png in `out` (`controls`: a condition's own
+    control where it is not `control`)."""
     out = Path(out)
     histories = {name: [h for h in reps if h] for name, reps in histories.items()}
     histories = {name: reps for name, reps in histories.items() if reps}
     conf = f"{confidence * 100:g}%"
-    diffs = differences(histories, control, n_boot, confidence, seed)
+    diffs = differences(histories, control, n_boot, confidence, seed, controls)
     plots = plot_conditions(histories, out / "plots", control, diffs, confidence, n_boot, seed)
     rows = comparison_rows(histories, confidence, n_boot, seed)
     replicates = min(len(reps) for reps in histories.values())
@@ -463,8 +472,10 @@ def write_comparison(
         last[d["condition"]] = d  # rounds come in order: the last one stays
     family = next((d["accuracy"]["family"] for d in diffs if "family" in d["accuracy"]), 0)
     if last:
-        lines += [f"**Against the {control} control** (paired over the same held-out prompts):", ""]
-        lines += [f"- {verdict(d, name, control, confidence)}" for name, d in last.items()]
+        single = all(d["control"] == control for d in diffs)
+        head = f"the {control} control" if single else "each condition's control"
+        lines += [f"**Against {head}** (paired over the same held-out prompts):", ""]
+        lines += [f"- {verdict(d, name, d['control'], confidence)}" for name, d in last.items()]
         lines.append("")
     if replicates == 1:
         lines += [
@@ -497,18 +508,22 @@ def write_comparison(
         keys = [k for k in diffs[0] if "@" in k]
         lines += [
             "",
-            f"Difference from `{control}`, round by round ({conf} CI; paired over the prompts counted):",
+            f"Difference from the control, round by round ({conf} CI; paired over the prompts counted):",
             "",
-            "| condition | round | prompts | accuracy − control | Holm-adjusted p | "
+            "| condition | control | round | prompts | accuracy − control | Holm-adjusted p | "
             + " | ".join(f"{k} − control" for k in keys)
             + " |",
-            "|---|---:|---:|---|---:|" + "---|" * len(keys),
+            "|---|---|---:|---:|---|---:|" + "---|" * len(keys),
         ]
         for d in diffs:
             adjusted = d["accuracy"].get("p_holm")
             cells = [fmt_interval(d["accuracy"], "+.3f"), "–" if adjusted is None else _p(adjusted)]
             cells += [fmt_interval(d[k], "+.3f") for k in keys]
-            lines.append(f"| {d['condition']} | {d['round']} | {d['prompts']} | " + " | ".join(cells) + " |")
+            lines.append(
+                f"| {d['condition']} | {d['control']} | {d['round']} | {d['prompts']} | "
+                + " | ".join(cells)
+                + " |"
+            )
     lines += [""] + [f"![{p.stem}](plots/{p.name})\n" for p in plots]
     write_json(
         out / "comparison.json",

@@ -212,3 +212,16 @@ def test_bad_comparison_is_one_line_exit_2(tmp_path, conditions, needle):
     assert r.returncode == 2, r.stderr[-2000:]
     (line,) = [x for x in r.stderr.splitlines() if x.startswith("error:")]
     assert needle in line, line
+
+
+def test_a_condition_may_have_its_own_control():
+    base = history([[1, 2, 0, 4] * 5, [1, 2, 0, 4] * 5])
+    dpo_random = history([[1, 2, 0, 4] * 5, [2, 2, 0, 4] * 5])
+    dpo = history([[1, 2, 0, 4] * 5, [3, 3, 1, 4] * 5])
+    hists = {"sft_random": [base], "dpo_random": [dpo_random], "dpo": [dpo]}
+    diffs = differences(hists, "sft_random", n_boot=200, controls={"dpo": "dpo_random"})
+    pairs = {(d["condition"], d["control"]) for d in diffs}
+    assert pairs == {("dpo", "dpo_random"), ("dpo_random", "sft_random")}
+    last = {d["condition"]: d for d in diffs if d["round"] == 1}
+    assert last["dpo"]["accuracy"]["value"] == pytest.approx((1 + 1 + 1 + 0) / 4 / 4)
+    assert last["dpo"]["accuracy"]["family"] == 2  # both comparisons after round 0 share Holm's family

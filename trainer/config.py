@@ -354,6 +354,9 @@ class ConditionConfig:
 
     name: str = knob("", "the condition's name, which is its folder under the comparison's output_dir")
     overrides: dict = knob(factory=dict, help="study keys, as in a study config, that this condition changes")
+    control: str | None = knob(
+        None, "the condition this one is compared with (null: the comparison's control), e.g. its own rule's"
+    )
 
     def validate(self, key: str) -> None:
         import re
@@ -390,6 +393,15 @@ class CompareConfig:
             raise UserError(f"conditions: '{dup[0]}' appears twice; give each condition its own name")
         if self.control not in names:
             raise UserError(f"control: '{self.control}' is not one of the conditions ({', '.join(names)})")
+        for i, c in enumerate(self.conditions):
+            if c.control is not None and (c.control not in names or c.control == c.name):
+                raise UserError(
+                    f"conditions.{i}.control: '{c.control}' is not another condition ({', '.join(names)})"
+                )
+
+    def controls(self) -> dict[str, str]:
+        """Each condition's control, where it is not the comparison's own."""
+        return {c.name: c.control for c in self.conditions if c.control is not None}
         if self.base is not None and not Path(self.base).is_file():
             raise UserError(f"base: file {self.base} does not exist; name a study config file")
 

@@ -502,6 +502,7 @@ def run_comparison(cfg: CompareConfig) -> dict[str, list[list[dict]]]:
             n_boot=first.bootstrap,
             confidence=first.confidence,
             seed=first.seed,
+            controls=cfg.controls(),
         )
         print(f"comparison: {path}")
     return histories
