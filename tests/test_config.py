@@ -157,6 +157,8 @@ def test_a_comparisons_base_study_resolves_against_its_file(tmp_path, monkeypatc
         "random": ("countdown", 6, 1),
     }
     assert runs["random"][0].filter.name == "random"
+    with pytest.raises(UserError, match=r"^base: file studies/nostudy.yaml does not exist"):
+        load_config(CompareConfig, ["--config", "studies/cmp.yaml", "--base", "studies/nostudy.yaml"])
 
 
 def test_iterate_config_sections_and_roundtrip():

@@ -393,6 +393,8 @@ class CompareConfig:
             raise UserError(f"conditions: '{dup[0]}' appears twice; give each condition its own name")
         if self.control not in names:
             raise UserError(f"control: '{self.control}' is not one of the conditions ({', '.join(names)})")
+        if self.base is not None and not Path(self.base).is_file():
+            raise UserError(f"base: file {self.base} does not exist; name a study config file")
         for i, c in enumerate(self.conditions):
             if c.control is not None and (c.control not in names or c.control == c.name):
                 raise UserError(
@@ -402,8 +404,6 @@ class CompareConfig:
     def controls(self) -> dict[str, str]:
         """Each condition's control, where it is not the comparison's own."""
         return {c.name: c.control for c in self.conditions if c.control is not None}
-        if self.base is not None and not Path(self.base).is_file():
-            raise UserError(f"base: file {self.base} does not exist; name a study config file")
 
     def studies(self) -> dict[str, list[IterateConfig]]:
         """Each condition's study configs, one per replicate, validated (a mistake names the
