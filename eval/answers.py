@@ -67,7 +67,7 @@ _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _NUMBER_BODY = (
     r"\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\d,])"
     r"|(?<!\d,)\d+,(?:\d{1,2}|\d{4,})(?!\d|,\d)"
-    r"|(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?(?:/\d+)?"
+    r"|(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d{1,3})?(?:/\d+)?"  # an exponent of at most 3 digits
 )
 _NUMBER = re.compile(rf"(?<![\w.])[-+]?(?:{_NUMBER_BODY})(?![\w])")
 _NUMBER_FULL = re.compile(rf"[-+]?(?:{_NUMBER_BODY})")

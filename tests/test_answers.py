@@ -48,6 +48,7 @@ NBSP, NNBSP = "\u00a0", "\u202f"
         # scientific notation
         ("1.8e1", "18"),
         ("Answer: 3.14e-2", "0.0314"),
+        ("Answer: 1e999999999", None),  # not a number anyone wrote as an answer (nor a billion digits)
         # a comma before 1, 2 or 4+ digits is a decimal comma; before exactly 3 a thousands separator
         ("18,5", "18.5"),
         ("Answer: 18,50 dollars", "18.5"),
