@@ -155,7 +155,7 @@ def plot_rare_answers(history: list[dict], path: Path) -> None:
                 shifted = [t + 0.03 * (j - 2) for t in x]  # buckets side by side: equal lifts stay visible
                 band(ax_r, shifted, points, BUCKET_LABELS.get(bucket, "all correct"), **style)
         ax_r.axhline(0, color="grey", lw=0.8)
-        ax_r.set(ylabel="recall − no-signal recall", title=f"{name}: recall over a verifier without signal")
+        ax_r.set(ylabel="recall − no-signal recall", title=f"{name}: recall over no signal, by answer share")
         for key, label in (("sampled", "sampled"), ("kept", "kept")):
             if with_entropy:
                 xs = [h["round"] for h in with_entropy]
@@ -163,12 +163,12 @@ def plot_rare_answers(history: list[dict], path: Path) -> None:
         ax_e.set(
             xlabel="round",
             ylabel="answer entropy (nats)",
-            title=f"{name}: answer entropy, kept vs sampled (prompts keeping ≥ 2)",
+            title=f"{name}: answer entropy (prompts keeping ≥ 2)",
         )
         for ax in (ax_r, ax_e):
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=7)
-            round_ticks(ax, [h["round"] for h in history])
+            ax.set_xticks([h["round"] for h in history])  # whole rounds (the buckets sit beside them)
     fig.suptitle(f"Rare correct answers by round ({level(history)} CI)")
     save_figure(fig, path)
 
