@@ -216,9 +216,9 @@ def entropy_rows(history: list[dict]) -> list[dict[str, str]]:
                     "round": str(h["round"]),
                     "samples": name,
                     "prompts keeping ≥ 2": f"{entropy.get('prompts', 0)} of {total}",
-                    "sampled": na or fmt_interval(entropy.get("sampled"), ".2f"),
-                    "kept": na or fmt_interval(entropy.get("kept"), ".2f"),
-                    "kept − sampled": na or fmt_interval(entropy.get("change"), "+.2f"),
+                    "sampled": "n/a" if na else fmt_interval(entropy.get("sampled"), ".2f"),
+                    "kept": na or fmt_interval(entropy.get("kept"), ".2f"),  # the reason, once
+                    "kept − sampled": "n/a" if na else fmt_interval(entropy.get("change"), "+.2f"),
                 }
             )
     return rows
@@ -318,8 +318,8 @@ def write_report(
         "![diversity](plots/diversity.png)",
         "",
     ]
-    rare = rare_rows(history)
-    if rare:
+    rare, entropy = rare_rows(history), entropy_rows(history)
+    if entropy:
         lines += [
             "## Rare correct answers",
             "",
@@ -330,20 +330,17 @@ def write_report(
             "(chosen at random: k/n of each prompt's correct samples) and with a perfect verifier (min(k, "
             "c)/c of them); the lift is recall minus no signal, with its interval (docs/definitions.md).",
             "",
-            *markdown_table(rare),
+            *(markdown_table(rare) if rare else ["No correct sample to recall yet."]),
+            "",
+            "Answer entropy (nats) of the kept samples against all sampled, per prompt, averaged over "
+            "the prompts where the filter kept two samples or more (one kept sample has entropy 0 "
+            "whatever the verifier).",
+            "",
+            *markdown_table(entropy),
+            "",
+            "![rare correct answers](plots/rare_answers.png)",
             "",
         ]
-        entropy = entropy_rows(history)
-        if entropy:
-            lines += [
-                "Answer entropy (nats) of the kept samples against all sampled, per prompt, averaged over "
-                "the prompts where the filter kept two samples or more (one kept sample has entropy 0 "
-                "whatever the verifier).",
-                "",
-                *markdown_table(entropy),
-                "",
-            ]
-        lines += ["![rare correct answers](plots/rare_answers.png)", ""]
     return write_text(out_dir / "report.md", "\n".join(lines))
 
 

@@ -10,7 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from eval.metrics import ANSWER_SHARE_BUCKETS, answer_share_buckets, kept_answer_entropy, rare_answer_recall
+from eval.metrics import (
+    ANSWER_SHARE_BUCKETS,
+    answer_share_buckets,
+    json_safe,
+    kept_answer_entropy,
+    rare_answer_recall,
+)
 from eval.report import entropy_rows, plot_rare_answers, rare_rows, write_report
 from tests.helpers import markdown_tables
 from trainer.filters import FilterConfig, select
@@ -121,7 +127,6 @@ def test_kept_entropy_is_na_with_the_reason_where_the_filter_keeps_one_a_prompt(
     assert all(math.isnan(e[k]["value"]) for k in ("sampled", "kept", "change"))
     two = kept_answer_entropy(df, np.array([1, 1, 0, 0] * 3, dtype=float), n_boot=100)
     assert two["prompts"] == 3 and two["kept"]["value"] == pytest.approx(math.log(2))
-    from eval.metrics import json_safe
 
     def record(weights):
         return json_safe(
@@ -142,7 +147,8 @@ def test_kept_entropy_is_na_with_the_reason_where_the_filter_keeps_one_a_prompt(
         ("1", "train"),
     ]
     for row in (rows[0], rows[2]):
-        assert row["kept"] == row["sampled"] == "n/a: the filter keeps one sample a prompt"
+        assert row["kept"] == "n/a: the filter keeps one sample a prompt"
+        assert row["sampled"] == row["kept − sampled"] == "n/a"
         assert row["prompts keeping ≥ 2"] == "0 of 3"
     assert rows[1]["kept"].startswith("0.69 [") and rows[1]["prompts keeping ≥ 2"] == "3 of 3"
     recall = rare_rows(history)
@@ -152,11 +158,10 @@ def test_kept_entropy_is_na_with_the_reason_where_the_filter_keeps_one_a_prompt(
     assert (tmp_path / "rare.png").stat().st_size > 1000
 
 
-def test_the_report_shows_recall_beside_its_baselines():
+def test_the_report_shows_recall_beside_its_baselines(tmp_path):
     """report.md of a round whose filter keeps one sample a prompt: the recall table names no signal,
     oracle and the lift; the entropy table says n/a and why."""
     df = frame({p: [("7", 1), ("8", 0), ("7", 1), ("9", 0)] for p in ("a", "b", "c", "d")})
-    from eval.metrics import json_safe
 
     one = np.array([1, 0, 0, 0] * 4, dtype=float)
     h = {
@@ -170,11 +175,7 @@ def test_the_report_shows_recall_beside_its_baselines():
         "rare_answer_recall": json_safe(rare_answer_recall(df, one, n_boot=100)),
         "kept_answer_entropy": json_safe(kept_answer_entropy(df, one, n_boot=100)),
     }
-    import tempfile
-    from pathlib import Path
-
-    with tempfile.TemporaryDirectory() as d:
-        text = write_report(Path(d), [h], "t").read_text()
+    text = write_report(tmp_path, [h], "t").read_text()
     _, recall, entropy = markdown_tables(text)
     assert list(recall[0]) == [
         "round",
@@ -192,3 +193,24 @@ def test_the_report_shows_recall_beside_its_baselines():
     assert row["recall"].startswith("0.50 [") and (row["no signal"], row["oracle"]) == ("0.25", "0.50")
     assert row["lift over no signal"].startswith("+0.25 [")
     assert entropy[0]["kept"] == "n/a: the filter keeps one sample a prompt"
+
+
+def test_the_entropy_table_stands_without_correct_samples(tmp_path):
+    df = frame({p: [("1", 0), ("2", 0), ("1", 0), ("3", 0)] for p in ("a", "b")})
+
+    kept = np.array([1, 0, 1, 0] * 2, dtype=float)
+    h = {
+        "round": 0,
+        "generation_utility": {"value": 0.0, "ci_low": 0.0, "ci_high": 0.66},
+        "verification_utility": {"value": 0.0, "ci_low": 0.0, "ci_high": 0.66},
+        "gap": {"value": 0.0, "ci_low": -0.66, "ci_high": 0.66},
+        "relative_gap": {"value": 0.0, "ci_low": -0.66, "ci_high": 0.66},
+        "pass_at_k": {"1": {"value": 0.0, "ci_low": 0.0, "ci_high": 0.66}},
+        "answer_diversity": {"distinct_answers": {"value": 3.0, "ci_low": None, "ci_high": None}},
+        "rare_answer_recall": json_safe(rare_answer_recall(df, kept, n_boot=100)),
+        "kept_answer_entropy": json_safe(kept_answer_entropy(df, kept, n_boot=100)),
+    }
+    text = write_report(tmp_path, [h], "t").read_text()
+    assert "No correct sample to recall yet." in text
+    _, entropy = markdown_tables(text)
+    assert entropy[0]["prompts keeping ≥ 2"] == "2 of 2" and entropy[0]["kept"].startswith("0.00 [0.00, ")
