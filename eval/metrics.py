@@ -33,8 +33,8 @@ number were certain. The interval then comes from the count behind the number (`
   under fractional weights; recall and its baselines: the bucket's correct samples);
 - any other number whose per-unit values are bounded, in [lo, hi] (a difference of proportions: the
   gap, the lift, a paired difference, in [−1, 1]; the relative gap in [−(m−1), 1] for m samples a
-  prompt; an AUROC and distinct-n in [0, 1]; distinct answers in [0, m]; an answer entropy in
-  [0, log m]), gets the interval of the units that could differ from it unseen: none of its n units
+  prompt; an AUROC, distinct wrong answers and distinct-n in [0, 1]; distinct answers in [0, m]; an
+  answer entropy in [0, log m]), gets the interval of the units that could differ from it unseen: none of its n units
   (the prompts; for the lift, the bucket's correct samples) did, Wilson bounds their share by
   u = z² / (n + z²), and each moves the mean at most to lo or hi, so [v − u(v − lo), v + u(hi − v)]
   (for a proportion at 0 or 1 this is Wilson's interval);
@@ -567,6 +567,7 @@ def answer_diversity(df: pd.DataFrame, **boot: Any) -> dict[str, dict[str, float
     bounds = {
         "distinct_answers": (0.0, float(m)),
         "answer_entropy": (0.0, math.log(m)),
+        "distinct_wrong": (0.0, 1.0),
         "distinct_1": (0.0, 1.0),
         "distinct_2": (0.0, 1.0),
     }
