@@ -74,6 +74,12 @@ def test_a_text_answer_is_cut_before_a_check_and_never_corrected():
     assert extract_answer("Answer: Paris. Actually, Lyon.") == "Paris. Actually, Lyon"
 
 
+@pytest.fixture(scope="module")
+def arithmetic():
+    options = {"min_digits": 2, "max_digits": 2}
+    return build_task(TaskConfig(name="basic_arithmetic", train_size=2, test_size=2, options=options), seed=0)
+
+
 def rg_problem(answer: str) -> Problem:
     return Problem("x", "q", answer, meta={"entry": {"question": "q", "answer": answer, "metadata": {}}})
 
@@ -91,14 +97,8 @@ def rg_problem(answer: str) -> Problem:
         ("Answer: 50%", "51", False),
     ],
 )
-def test_reasoning_gym_checks_the_committed_answer(text, gold, right):
-    task = build_task(
-        TaskConfig(
-            name="basic_arithmetic", train_size=2, test_size=2, options={"min_digits": 2, "max_digits": 2}
-        ),
-        seed=0,
-    )
-    assert task.check(task.extract_answer(text), rg_problem(gold)) is right
+def test_reasoning_gym_checks_the_committed_answer(arithmetic, text, gold, right):
+    assert arithmetic.check(arithmetic.extract_answer(text), rg_problem(gold)) is right
 
 
 @pytest.mark.parametrize("numeric", [True, False])
