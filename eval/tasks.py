@@ -242,6 +242,10 @@ def reasoning_gym_datasets() -> dict[str, tuple[type, type]]:
 class ReasoningGymTask(Task):
     """A procedural reasoning-gym dataset, checked by its own `score_answer` (correct iff score >= 1).
 
+    Where the scorer withholds full marks from a numeric dataset's answer, the answer is still right when
+    it equals the reference by value ("7.0" for 7; `answers.as_fraction`) or, for a percentage, by
+    math-verify's rule (`answers.math_match`: 50% equals 50 and 0.5), as the `math` checker judges it.
+
     `task.options` go to the dataset's config (e.g. {"min_terms": 2, "max_terms": 2} for basic_arithmetic).
     """
 
@@ -442,6 +446,8 @@ class ReasoningGymTask(Task):
             score = scorer.score_answer(variant, entry)
             if score is not None and float(score) >= 1.0 - 1e-9:
                 return True
+        if self.numeric and answer.endswith("%"):  # a percentage: math-verify's rule (answers.math_match)
+            return math_match(answer, problem.answer)
         if self.numeric:  # "7.0" for 7 (normalized forms differ only in spelling): equal by value
             a, b = as_fraction(answer), as_fraction(problem.answer)
             return a is not None and a == b
