@@ -399,7 +399,7 @@ def gap_metrics(
     u = per_prompt_utilities(df, weights)
     gen, ver = u["gen"].to_numpy(), u["ver"].to_numpy()
     open_ = gen < 1
-    boot = {"n_boot": n_boot, "confidence": confidence, "seed": seed, "method": method}
+    boot = Bootstrap(n_boot, confidence, seed, method)
     w = np.asarray(weights, dtype=float)
     c = df["correct"].to_numpy().astype(float)
     _, rows_of = _prompt_rows(df)
