@@ -83,7 +83,7 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
 
     for name, acc in accuracy.items():
-        ci = bootstrap_ci(acc, n_boot=2000, seed=0)
+        ci = bootstrap_ci(acc, n_boot=2000, seed=0, proportion=True)
         res.add(
             f"held-out accuracy, {name}",
             ci["value"],

@@ -3,6 +3,10 @@ on load, with every mistake reported at once.
 
     cfg = load_config(IterateConfig, argv, default_config="recipes/configs/quickstart.yaml")
 
+A config file may start from another: `base: FILE` (a path relative to the file) names the file whose
+keys it starts from, its own keys merged over them (mappings key by key, anything else replaced), and
+that file may name a base of its own (`read_config`).
+
 An override is `--key value` or `--key=value` with a dotted key (`--sampling.n 8`,
 `--verifiers.0.name oracle`); values are parsed as YAML scalars (`--verifiers [mc,oracle]` works too).
 `--help` prints every key with its type, default and help; `--verbose` shows every library's own
@@ -11,7 +15,8 @@ values a section's `validate(key)` rejects are UserErrors that name the key; all
 mistakes are collected and raised together, one per line.
 
 A config field documents itself: `knob(default, "help")` (TRL's `metadata={"help": ...}` convention),
-which is what `--help` prints.
+which is what `--help` prints; `knob(..., group="...")` starts a group of a section's keys, which
+`--help` shows under that heading (the keys stay flat: `--engine.server_url`).
 """
 
 from __future__ import annotations
@@ -36,11 +41,15 @@ _NO_DEFAULT = dataclasses.MISSING
 REDO_ENV = "MINDGAP_REDO"  # `--redo FILE`: the run folder makes that file's stage again
 
 
-def knob(default: Any = _NO_DEFAULT, help: str = "", *, factory: Any = _NO_DEFAULT) -> Any:
-    """A config field with its one line of help (a mutable default is given as `factory`)."""
+def knob(
+    default: Any = _NO_DEFAULT, help: str = "", *, factory: Any = _NO_DEFAULT, group: str | None = None
+) -> Any:
+    """A config field with its one line of help (a mutable default is given as `factory`); `group`
+    names the group of keys this one starts, a heading in `--help`."""
+    metadata = {"help": help, **({"group": group} if group else {})}
     if factory is not _NO_DEFAULT:
-        return field(default_factory=factory, metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 class Problems:
@@ -90,44 +99,88 @@ def load_config(cls: type[C], argv: list[str] | None = None, default_config: str
     overrides = [(k, v) for k, v in overrides if k != "redo"]
     config_path = config_path or default_config
     data: dict = to_dict(cls())  # defaults first, so list entries can be overridden by index
+    source = config_path
     if config_path:
-        merge(data, _read_config_file(config_path))
+        files: list[Path] = []
+        merge(data, read_config(config_path, inherit=_inherits(cls), files=files))
+        if len(files) > 1:
+            source = f"{config_path} or its base {', '.join(map(str, files[1:]))}"
     problems = Problems()
     for key, value in overrides:
         with problems.check():
             _check_override(cls, key)
             _set_dotted(data, key, value)
     try:
-        cfg = from_dict(cls, data, source=config_path)
+        cfg = from_dict(cls, data, source=source)
     except UserError as e:
         problems.messages.extend(str(e).splitlines())
     problems.raise_any()
     return cfg
 
 
-def _read_config_file(config_path: str) -> dict:
-    path = Path(config_path)
+def read_config(path: str | Path, inherit: bool = True, files: list[Path] | None = None) -> dict:
+    """The mapping a config file gives: its keys merged over those of the file its `base:` names (a
+    path relative to the file; one from the working directory is taken where only that exists), which
+    may name a base of its own; a cycle of bases is an error. `files` collects the files read, the
+    named one first. With `inherit=False` (a config whose own key is `base`, as recipes/compare.py's
+    study config), `base` stays a key, its path resolved in the same way."""
+    files = [] if files is None else files
+    key = "base" if files else "--config"
+    path = Path(path)
+    named = f" (the base of {files[-1]})" if files else ""
     if path.is_dir():
-        raise UserError(f"--config: {config_path} is a folder; name a YAML config file in it")
+        raise UserError(f"{key}: {path}{named} is a folder; name a YAML config file in it")
     if not path.is_file():
-        raise UserError(f"--config: file {config_path} does not exist")
+        raise UserError(f"{key}: file {path}{named} does not exist")
+    if path.resolve() in [f.resolve() for f in files]:
+        cycle = " -> ".join(map(str, [*files, path]))
+        raise UserError(
+            f"base: the config files start from each other in a cycle ({cycle}); remove a `base:`"
+        )
+    files.append(path)
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as e:
-        raise UserError(f"--config: {config_path} is not UTF-8 text (byte offset {e.start})") from None
+        raise UserError(f"{key}: {path} is not UTF-8 text (byte offset {e.start})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         what = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise UserError(f"--config: {config_path} is not valid YAML{where}: {what}") from None
+        raise UserError(f"{key}: {path} is not valid YAML{where}: {what}") from None
     if loaded is None:
         raise UserError(
-            f"--config: {config_path} is empty; put the keys to set in it (`--help` lists them), or leave "
-            "--config out to run the recipe's default config"
+            f"{key}: {path}{named} is empty; put the keys to set in it (`--help` lists them)"
+            + ("" if files[1:] else ", or leave --config out to run the recipe's default config")
         )
     if not isinstance(loaded, dict):
-        raise UserError(f"--config: {config_path} must hold a mapping of keys, not {type(loaded).__name__}")
-    return loaded
+        raise UserError(f"{key}: {path} must hold a mapping of keys, not {type(loaded).__name__}")
+    base = loaded.pop("base", None) if inherit else loaded.get("base")
+    if base is None:
+        return loaded
+    if not isinstance(base, str) or not base:
+        raise UserError(f"base: expected the path of a config file (in {path}), got {base!r}")
+    base_path = _beside(path, base)
+    if not inherit:
+        loaded["base"] = str(base_path)
+        return loaded
+    data = read_config(base_path, inherit, files)
+    merge(data, loaded)
+    return data
+
+
+def _beside(config: Path, name: str) -> Path:
+    """The file `name` names from inside `config`: relative to `config`'s folder, or to the working
+    directory where only that holds it (comparison configs written before bases were relative)."""
+    given = Path(name).expanduser()
+    if given.is_absolute():
+        return given
+    beside = Path(os.path.normpath(config.parent / given))
+    return given if given.is_file() and not beside.is_file() else beside
+
+
+def _inherits(cls: type) -> bool:
+    """Whether `base:` in a file of `cls` names a file to start from (not a key of `cls` itself)."""
+    return "base" not in {f.name for f in dataclasses.fields(cls)}
 
 
 def _check_override(cls: type, key: str) -> None:
@@ -209,15 +262,19 @@ def help_text(cls: type, default_config: str | None = None) -> str:
     lines.append("usage: [--config FILE] [--KEY VALUE ...]   (dotted keys; values are YAML)")
     lines.append("  --verbose    every library's own output on the terminal (else in the run's logs/)")
     lines.append("  --redo FILE  make the stage that wrote FILE again, and every stage made from it")
+    if _inherits(cls):
+        lines.append("a config file may start from another: `base: FILE` (relative to the file)")
     in_file: Any = {}
     if default_config:
-        lines.append(f"--config: {default_config} (its values: 'config file:' below)")
-        with contextlib.suppress(OSError, yaml.YAMLError):
-            in_file = yaml.safe_load(Path(default_config).read_text()) or {}
+        lines.append(f"--config: {default_config} (its values, with its bases': 'config file:' below)")
+        with contextlib.suppress(UserError):
+            in_file = read_config(default_config, inherit=_inherits(cls))
     lines.append("")
     rows = list(_help_rows(cls, ""))
-    width = min(34, max(len(k) for k, _, _, _ in rows) + 2)
-    for key, tp, default, text in rows:
+    width = min(34, max(len(row[0]) for row in rows) + 2)
+    for key, tp, default, text, group in rows:
+        if group:
+            lines.append(f"  [{group}]")
         value = _lookup(in_file, key)
         shown = (
             ""
@@ -243,19 +300,22 @@ def _yaml_text(value: Any) -> str:
     return "null" if value is None else repr(value) if isinstance(value, str) else str(value)
 
 
-def _help_rows(cls: type, prefix: str) -> Iterator[tuple[str, str, str, str]]:
+def _help_rows(cls: type, prefix: str) -> Iterator[tuple[str, str, str, str, str]]:
+    """(key, type, default, help, the heading of the group it starts or "") for every key of `cls`."""
     hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
+    own = cls.__dict__.get("__annotations__", {})  # a recipe's own keys before those all recipes share
+    for f in sorted(dataclasses.fields(cls), key=lambda f: f.name not in own):
         key = f"{prefix}{f.name}"
         tp = hints[f.name]
         inner = _dataclass_of(tp)
+        group = f"{prefix.rstrip('.')}: {f.metadata['group']}" if f.metadata.get("group") else ""
         if inner is not None and typing.get_origin(tp) is list:
-            yield key, f"list of {inner.__name__}", "see below", f.metadata.get("help", "")
+            yield key, f"list of {inner.__name__}", "see below", f.metadata.get("help", ""), group
             yield from _help_rows(inner, f"{key}.<i>.")
         elif inner is not None:
             yield from _help_rows(inner, f"{key}.")
         else:
-            yield key, _type_name(tp), _default_text(f), f.metadata.get("help", "")
+            yield key, _type_name(tp), _default_text(f), f.metadata.get("help", ""), group
 
 
 def _dataclass_of(tp: Any) -> type | None:

@@ -12,6 +12,33 @@ of small models are messy, so `extract_answer` tries, in order:
 
 A few-shot continuation (the model starting a new `Question:` after answering) is cut off first.
 Nothing here raises on odd input: no answer is `None`, and `None` is never correct.
+
+The answer is the final committed one (`committed`). The text an answer is read from (what follows
+the marker of rules 1–4 on its line, or the whole text for rule 5) is read as clauses, each starting at
+the start of a sentence or after a comma, colon or bracket:
+
+- a check (`Check:`, `Verify`, `Verification:`, `Let's check`, `Double-check`, `Proof:`) re-derives an
+  answer already given; it is not a new answer: "15 + 3 = 18. Check: 18 - 3 = 15." → 18;
+- a correction (`Actually`, `Wait`, `Oops`, `Sorry`, `Correction:`, `I mean`, `No,`, `that is wrong`,
+  `I made a mistake`) that states a number replaces the answer before it: "The answer is 12. Actually
+  13." → 13; "Answer: 18 … wait, that is wrong, 19" → 19;
+- a negated number is not the answer: "not 17, it is 18." → 18 (`not`, `n't` just before it).
+
+For a numeric task the answer is the last clause that is not a check and states a (non-negated)
+number, read as before (after its last `=`, the first number; rule 5: the last number); a text answer
+is only cut before a check that follows it (a correction of a text answer is not recognised: the answer
+line is judged whole). A correction or check on a later line than the `Answer:` line does not change
+it (only a new `Answer:` line does): what follows an answer line is often an explanation whose numbers
+are not answers.
+
+Numbers (`normalize_number`): thousands commas (`1,234`) and no-break, narrow no-break or thin spaces
+between digit groups (`18 000` written with U+00A0) are dropped; a comma followed by one, two, or four
+or more digits is a decimal comma (`18,5` → 18.5; `18,500` is eighteen thousand five hundred, as a
+comma followed by exactly three digits is read as a thousands separator); scientific notation is a
+number (`1.8e1` → 18); a percent sign stays on the number (`50 %`, `50 percent` → `50%`), and the
+checkers judge it by math-verify's rule (`math_match`): X% equals X/100 against a decimal reference
+(50% = 0.5) and X against an integer one (50% = 50). A plain space between digit groups is not a
+separator (`18 000` with an ordinary space reads as two numbers).
 """
 
 from __future__ import annotations
@@ -35,13 +62,48 @@ _ANSWER_PROSE = re.compile(r"\banswer\s+(?:is|would\s+be|=)\s*[:：]?\s*", re.IG
 _TAG_OPEN = re.compile(r"<answer>", re.IGNORECASE)
 _TAG_CLOSE = re.compile(r"</answer>", re.IGNORECASE)
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
-_NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?(?:/\d+)?|\.\d+)(?![\w])")
-_NUMBER_FULL = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?(?:/\d+)?|\.\d+)")
+# A number as written: thousands commas (1,234.5), a decimal comma (18,5: a comma and other than three
+# digits, not in a list like 1,2,3), a plain decimal with an optional exponent (1.8e1), a fraction (3/4).
+_NUMBER_BODY = (
+    r"\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\d,])"
+    r"|(?<!\d,)\d+,(?:\d{1,2}|\d{4,})(?!\d|,\d)"
+    r"|(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d{1,3})?(?:/\d+)?"  # an exponent of at most 3 digits
+)
+_NUMBER = re.compile(rf"(?<![\w.])[-+]?(?:{_NUMBER_BODY})(?![\w])")
+_NUMBER_FULL = re.compile(rf"[-+]?(?:{_NUMBER_BODY})")
+_PERCENT = re.compile(r"\s*(?:\\?%|percent\b)", re.IGNORECASE)
+_NEGATED = re.compile(r"(?:\bnot|n['’]t)\s+(?:equal(?:s)?\s+(?:to\s+)?)?$", re.IGNORECASE)
+_DIGIT_GROUPS = re.compile(r"(?<![\d.,])\d{1,3}(?:[\u00a0\u202f\u2009]\d{3})+(?!\d)")
+# Clauses (see the module docstring): a check re-derives an answer, a correction replaces it.
+_CHECK = (
+    r"(?:let(?:['’]s|\s+(?:me|us))\s+|to\s+|we\s+can\s+)?(?:double[- ]?)?"
+    r"(?:check(?:ing)?|verify(?:ing)?|verification|proof)\b"
+)
+_CORRECTION = (
+    r"actually\b|wait\b|oops\b|correction\b|i\s+mean\b|(?:i['’]m\s+|i\s+am\s+)?sorry\b|no\b(?=\s*[,.!])"
+    r"|(?:that|this|it)(?:['’]s)?\s+(?:is\s+|was\s+)?(?:wrong|incorrect|not\s+right|a\s+mistake)\b"
+    r"|i\s+made\s+a\s+mistake\b"
+)
+# What a clause must state for a check after it to be a check of an answer: a result ("= 18", "is 18",
+# a bare leading number), not an operand ("What is 15 + 3? Let me check: ..." is work, not a check).
+_STATED = rf"\s*\$?\s*[-+]?(?:{_NUMBER_BODY})(?!\w|\.\d|\s*[-+*/×÷^])"
+_RESULT = re.compile(rf"(?:=|\b(?:is|are|equals?|gives?|makes?|get|got|was|be)\b){_STATED}", re.IGNORECASE)
+_LEADING = re.compile(_STATED)  # a clause that starts with a number states it
+_NONSPACE = re.compile(r"\S")
+_CLAUSE = re.compile(
+    rf"(?:^|(?<=[.!?;,:…(\[\n—–]))\s*(?:(?P<check>{_CHECK})|(?P<fix>{_CORRECTION}))", re.IGNORECASE
+)
 _LATEX_FRAC = re.compile(r"\\[dt]?frac\s*\{\s*(-?\d+)\s*\}\s*\{\s*(\d+)\s*\}")
 _WORD = re.compile(r"[A-Za-z][A-Za-z ]+")
 TRAILING_PUNCTUATION = ".,;:!?。"
 _TRAILING = TRAILING_PUNCTUATION
-_UNICODE = str.maketrans({"−": "-", "\u00a0": " ", "\u2009": " "})  # minus sign, no-break and thin spaces
+# minus sign; no-break, narrow no-break and thin spaces (digit groups they separate are joined first)
+_UNICODE = str.maketrans({"−": "-", "\u00a0": " ", "\u202f": " ", "\u2009": " "})
+
+
+def _plain(text: str) -> str:
+    """`text` with digit groups joined across no-break and thin spaces and odd characters made plain."""
+    return _DIGIT_GROUPS.sub(lambda m: re.sub(r"\D", "", m.group(0)), text).translate(_UNICODE)
 
 
 def extract_answer(
@@ -63,14 +125,66 @@ def extract_answer(
 def _extract(text: str | None, numeric: bool, multiline: bool, finished: bool = True) -> str | None:
     if not isinstance(text, str) or not text.strip():
         return None
-    text = cut_continuation(text.translate(_UNICODE))
+    text = cut_continuation(_plain(text))
     for candidate in _candidates(text, multiline):
+        if not multiline:
+            candidate = committed(candidate, numeric)
         answer = clean_answer(candidate, numeric=numeric, multiline=multiline)
         if answer:
             return answer
     if numeric and finished:
-        return last_number(text)
+        return last_number(committed(text, numeric=True))
     return None
+
+
+def clauses(text: str, numeric: bool = True) -> list[tuple[str, str]]:
+    """`text` cut into clauses, each (kind, text): `answer` (the first), `check` (a check of an answer
+    given before it) or `fix` (a correction), by the markers the module docstring lists. Numeric: a
+    check marker counts only after a clause that states a result — the first clause a leading number,
+    "= 18" or "is 18" (`_RESULT`), a correction any number — else it is work towards one ("What is
+    15 + 3? Let me check: ..."), not a check."""
+    parts, start, kind = [], 0, "answer"
+    result = bool(_LEADING.match(text))  # whether the clause from `start` states a result, up to `seen`
+    seen = 0
+    for m in _CLAUSE.finditer(text):
+        at = m.start("check") if m.group("check") else m.start("fix")
+        if m.group("check"):
+            if numeric and not result:  # only what is new since the last marker: linear time
+                pattern = _NUMBER if kind == "fix" else _RESULT
+                result = bool(pattern.search(text, max(start, seen - 40), at))
+                seen = at
+            if not _NONSPACE.search(text, start, at) or (numeric and not result):
+                continue
+        if at > start or kind != "answer":
+            parts.append((kind, text[start:at]))
+        start, kind, result, seen = at, "check" if m.group("check") else "fix", False, at
+    parts.append((kind, text[start:]))
+    return parts
+
+
+def committed(text: str, numeric: bool) -> str:
+    """The part of `text` that holds its final committed answer. Numeric: the last clause that is not a
+    check and states a number that is not negated (`text` itself when none does). Otherwise: `text` up
+    to the first check that follows something."""
+    parts = clauses(text, numeric)
+    if numeric:
+        for kind, part in reversed(parts):
+            if kind != "check" and _stated_numbers(part):
+                return part
+        return text
+    head = []
+    for kind, part in parts:
+        if kind == "check":
+            return "".join(head)
+        head.append(part)
+    return text
+
+
+def _stated_numbers(text: str) -> list[re.Match]:
+    """The numbers in `text` that are not negated ("not 17", "isn't 17")."""
+    return [
+        m for m in _NUMBER.finditer(text) if not _NEGATED.search(text[max(0, m.start() - 40) : m.start()])
+    ]
 
 
 def _candidates(text: str, multiline: bool):
@@ -143,7 +257,7 @@ def clean_answer(answer: str | None, *, numeric: bool = False, multiline: bool =
     """
     if answer is None:
         return None
-    s = answer.translate(_UNICODE)
+    s = _plain(answer)
     s = _TAG_CLOSE.split(s)[0]
     s = _TAG_OPEN.sub("", s)
     boxed = last_boxed(s)
@@ -176,48 +290,71 @@ _WRAPPERS = (("**", "**"), ("__", "__"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\
 
 
 def number_in(s: str) -> str | None:
-    """The number a numeric answer states: after the last '=', the first number; normalized."""
+    """The number a numeric answer states: after the last '=', the first number that is not negated;
+    normalized (a percent sign kept)."""
     if "=" in s:
         s = s.rsplit("=", 1)[1]
-    s = _LATEX_FRAC.sub(r"\1/\2", s)
-    m = _NUMBER.search(s.replace("$", " "))
-    return normalize_number(m.group(0)) if m else None
+    s = _LATEX_FRAC.sub(r"\1/\2", s).replace("$", " ")
+    numbers = _stated_numbers(s)
+    return _with_percent(numbers[0], s) if numbers else None
 
 
 def last_number(text: str) -> str | None:
-    """The last number in `text` (thousands commas allowed), normalized; None if there is none."""
+    """The last number in `text` that is not negated (thousands commas allowed), normalized (a percent
+    sign kept); None if there is none."""
     try:
-        matches = _NUMBER.findall(text.translate(_UNICODE).replace("$", " "))
+        text = _plain(text).replace("$", " ")
+        numbers = _stated_numbers(text)
     except Exception:
         return None
-    return normalize_number(matches[-1]) if matches else None
+    return _with_percent(numbers[-1], text) if numbers else None
+
+
+def _with_percent(m: re.Match, text: str) -> str | None:
+    """The matched number normalized, with `%` where the text writes one after it (50 %, 50 percent)."""
+    number = normalize_number(m.group(0))
+    return number + "%" if number is not None and _PERCENT.match(text, m.end()) else number
 
 
 def normalize_number(s: str) -> str | None:
-    """'1,234' → '1234', '+7' → '7', '7.50' → '7.5', '7.0' → '7', '.5' → '0.5'; a fraction stays 'a/b'."""
-    s = s.strip().replace(",", "").lstrip("+")
-    if not _NUMBER_FULL.fullmatch(s):
+    """'1,234' → '1234', '+7' → '7', '7.50' → '7.5', '7.0' → '7', '.5' → '0.5', '18,5' → '18.5',
+    '1.8e1' → '18', '50%' → '50%'; a fraction stays 'a/b'."""
+    s = s.strip().lstrip("+")
+    percent = s.endswith("%")
+    plain = _plain_decimal(s[:-1].rstrip() if percent else s)
+    if plain is None:
         return None
-    if "/" in s:
-        return s
+    if "/" in plain:
+        return plain + ("%" if percent else "")
     try:
-        d = Decimal(s)
+        d = Decimal(plain)
     except InvalidOperation:
         return None
-    if d == d.to_integral_value():
-        return str(int(d))
-    return format(d.normalize(), "f")
+    text = str(int(d)) if d == d.to_integral_value() else format(d.normalize(), "f")
+    return text + ("%" if percent else "")
+
+
+def _plain_decimal(s: str) -> str | None:
+    """A written number as Python reads it: thousands commas dropped, a decimal comma made a point;
+    None when `s` is not one number."""
+    if not _NUMBER_FULL.fullmatch(s):
+        return None
+    if re.fullmatch(r"[-+]?\d+,(?:\d{1,2}|\d{4,})", s):
+        return s.replace(",", ".")
+    return s.replace(",", "")
 
 
 def as_fraction(s: str | None) -> Fraction | None:
-    """The exact value of a plain number ('1,234.5', '3/4', '-7'), else None."""
+    """The exact value of a plain number ('1,234.5', '3/4', '-7', '18,5', '1.8e1'), else None (a
+    percentage is not a plain number: see `math_match`)."""
     if not s:
         return None
     s = s.strip().rstrip(_TRAILING).replace("$", "").strip()
-    if not _NUMBER_FULL.fullmatch(s):
+    plain = _plain_decimal(s)
+    if plain is None:
         return None
     try:
-        return Fraction(s.replace(",", ""))
+        return Fraction(plain)
     except (ValueError, ZeroDivisionError):
         return None
 
@@ -361,9 +498,8 @@ def math_match(pred: str | None, gold: str) -> bool:
 def _math_text(s: str) -> str:
     """Wrap an answer so math-verify reads it whole: numbers lose thousands commas, LaTeX gets `$..$`."""
     s = s.strip()
-    value = as_fraction(s)
-    if value is not None and "," in s:
-        s = s.replace(",", "")
+    if as_fraction(s) is not None and "," in s:
+        s = _plain_decimal(s.rstrip(_TRAILING).replace("$", "").strip()) or s
     if "\\boxed" in s or "$" in s or "\\(" in s or "\\[" in s:
         return s
     return f"${s}$"

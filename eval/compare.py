@@ -38,12 +38,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from core.io import write_json, write_text  # noqa: E402
-from eval.metrics import bootstrap_ci, pass_at_k_per_prompt  # noqa: E402
+from eval.metrics import bootstrap_ci, count_ci, pass_at_k_per_prompt  # noqa: E402
 from eval.report import band, fmt_interval, round_ticks, save_figure  # noqa: E402
 
 # A condition's replicates: each a study history (its rounds' metrics, in order).
 Replicates = list[list[dict]]
 
+DIFFERENCE = (-1.0, 1.0)  # the range of a per-prompt difference of proportions
 DIVERSITY_KEYS = ("distinct_answers", "distinct_wrong", "answer_entropy", "distinct_1", "distinct_2")
 
 
@@ -122,19 +123,30 @@ def _defined(*mats: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- intervals
 
 
-def replicated_mean(values: np.ndarray, confidence: float = 0.95, n_boot: int = 1000, seed: int = 0) -> dict:
+def replicated_mean(
+    values: np.ndarray,
+    confidence: float = 0.95,
+    n_boot: int = 1000,
+    seed: int = 0,
+    proportion: bool = False,
+    bounds: tuple[float, float] | None = None,
+) -> dict:
     """The mean of replicates × prompts `values` with its interval (the module docstring's rule: a
-    bootstrap over prompts for one replicate, variance components and t for several), the number of
-    prompts and replicates it stands on, and the between-seed spread (SD of the replicates' means)."""
+    bootstrap over prompts for one replicate, variance components and t for several; where nothing
+    varies, `count_ci`'s from the prompts, for a `proportion` or values within `bounds`), the number
+    of prompts and replicates it stands on, and the between-seed spread (SD of the replicates' means)."""
     values = values[:, _defined(values)]
     r, p = values.shape
     out = {"replicates": int(r), "prompts": int(p), "seed_sd": None}
     if p == 0:
         return {**out, "value": None, "ci_low": None, "ci_high": None}
     if r == 1:
-        return {**out, **_none_nan(bootstrap_ci(values[0], n_boot=n_boot, confidence=confidence, seed=seed))}
+        ci = bootstrap_ci(values[0], n_boot, confidence, seed, proportion=proportion, bounds=bounds)
+        return {**out, **_none_nan(ci)}
     value, se, df = _components(values)
     out["seed_sd"] = float(values.mean(axis=1).std(ddof=1))
+    if se == 0:
+        return {**out, **_none_nan(count_ci(value, p, confidence, proportion, bounds))}
     half = _t(df, confidence) * se
     return {**out, "value": value, "ci_low": value - half, "ci_high": value + half, "df": df}
 
@@ -157,8 +169,12 @@ def replicated_difference(
         return {**out, **_bootstrap_difference(d[0], confidence, n_boot, seed)}
     value, se, df = _components(d)
     out["seed_sd"] = float(d.mean(axis=1).std(ddof=1))
-    if se == 0:
-        return {**out, "value": value, "ci_low": value, "ci_high": value, "p": 1.0 if value == 0 else 0.0}
+    if se == 0:  # every run and prompt differs by the same amount (round 0: one starting model)
+        return {
+            **out,
+            **_none_nan(count_ci(value, p, confidence, bounds=DIFFERENCE)),
+            "p": _p_constant(value),
+        }
     from scipy.stats import t as student
 
     half = _t(df, confidence) * se
@@ -191,7 +207,7 @@ def _bootstrap_difference(d: np.ndarray, confidence: float, n_boot: int, seed: i
     if n_boot == 0 or len(d) < 2:
         return {"value": value, "ci_low": None, "ci_high": None, "p": None}
     if np.all(d == d[0]):
-        return {"value": value, "ci_low": value, "ci_high": value, "p": 1.0 if value == 0 else 0.0}
+        return {**_none_nan(count_ci(value, len(d), confidence, bounds=DIFFERENCE)), "p": _p_constant(value)}
     from scipy.stats import bootstrap
 
     res = bootstrap(
@@ -208,6 +224,11 @@ def _bootstrap_difference(d: np.ndarray, confidence: float, n_boot: int, seed: i
     pvalue = min(1.0, 2 * (tail + 1) / (len(draws) + 1))
     low, high = res.confidence_interval
     return {"value": value, "ci_low": float(low), "ci_high": float(high), "p": float(pvalue)}
+
+
+def _p_constant(value: float) -> float:
+    """The p-value of a difference that is the same for every prompt and run: none where it is 0."""
+    return 1.0 if value == 0 else 0.0
 
 
 def _none_nan(m: dict) -> dict:
@@ -290,7 +311,9 @@ def _p(p: float, equals: str = "") -> str:
 def condition_value(reps: Replicates, t: int, key: str, confidence: float, n_boot: int, seed: int) -> dict:
     """A condition's `key` at round t over its replicates, on the prompts all of them evaluated."""
     prompts = common_prompts({"c": reps}, t)
-    return replicated_mean(matrix(reps, t, key, prompts), confidence, n_boot, seed)
+    proportion = key == "accuracy" or key.startswith("pass@")
+    bounds = {"gap": DIFFERENCE, "distinct_wrong": (0.0, 1.0)}.get(key)
+    return replicated_mean(matrix(reps, t, key, prompts), confidence, n_boot, seed, proportion, bounds)
 
 
 def plot_conditions(

@@ -26,7 +26,7 @@ def summarize(
     prompt's sample and correct counts, diversity, and each verifier's verification utility.
     """
     costs = costs or {}
-    boot = {"n_boot": n_boot, "confidence": confidence, "seed": seed, "method": method}
+    boot = M.Bootstrap(n_boot, confidence, seed, method)
     n_per_prompt = rows.groupby("prompt_id").size()
     per_verifier = {}
     for vid in verifier_ids:
@@ -42,8 +42,10 @@ def summarize(
     out = {key: primary[key] for key in ("generation_utility", "verification_utility", "gap", "relative_gap")}
     out.update(
         {
-            "pass_at_k": {str(k): M.bootstrap_ci(M.pass_at_k_per_prompt(n, c, k), **boot) for k in ks},
-            "maj_at_k": M.bootstrap_ci(M.maj_at_k_per_prompt(rows).to_numpy(), **boot),
+            "pass_at_k": {
+                str(k): M.bootstrap_ci(M.pass_at_k_per_prompt(n, c, k), **boot, proportion=True) for k in ks
+            },
+            "maj_at_k": M.bootstrap_ci(M.maj_at_k_per_prompt(rows).to_numpy(), **boot, proportion=True),
             "answer_diversity": M.answer_diversity(rows, **boot),
             "verifier_auroc": primary["auroc"],
             "verifier_auroc_per_prompt": primary["auroc_per_prompt"],

@@ -12,14 +12,33 @@ with the rows. Definitions: docs/definitions.md (the tie rules, intervals and ed
     rel. gap   = mean_x [(J(f[w])(x) − J(f)(x)) / (1 − J(f)(x))]  over prompts with J(f)(x) < 1
 
 Rare correct answers: `rare_answer_recall` is the filter's recall on correct samples bucketed by how
-common their answer is among the prompt's samples (`ANSWER_SHARE_BUCKETS`), `kept_answer_entropy` the
-answer entropy of what it keeps against what was sampled.
+common their answer is among the prompt's samples (`ANSWER_SHARE_BUCKETS`), beside the exact expected
+recall of a verifier with no signal and of a perfect one at the same per-prompt budget, and the lift
+over no signal; `kept_answer_entropy` the answer entropy of what it keeps against what was sampled,
+over the prompts where it keeps two samples or more.
 
 Uncertainty: every headline number is `{value, ci_low, ci_high}`, a percentile bootstrap over prompts
 (`scipy.stats.bootstrap`; `method="BCa"` on request). Resamples are drawn from the same seed for every
 number of a round, so the prompts resampled together are the same for all of them (paired); a
-statistic that is not a mean of per-prompt values (pooled AUROC, kept precision) is recomputed on the
-rows of each resample's prompts. With fewer than two prompts there is no interval (NaN bounds).
+statistic that is not a mean of per-prompt values (pooled AUROC, kept precision, recall) is recomputed
+on the rows of each resample's prompts. n_boot=0 gives no intervals (NaN bounds).
+
+Where the bootstrap sees no spread — every resample gives the same value: all prompts agree (0/4 right,
+every kept sample correct), or there is one prompt — its interval would have zero width, as if the
+number were certain. The interval then comes from the count behind the number (`count_ci`):
+
+- a proportion gets Wilson's score interval of value·n successes in n, where n is the number of
+  prompts for a mean of per-prompt proportions (accuracy, verified accuracy, pass@k, maj@k) and the
+  pooled denominator for a pooled ratio (kept precision: the kept samples, Kish's effective count
+  under fractional weights; recall and its baselines: the bucket's correct samples);
+- any other number whose per-unit values are bounded, in [lo, hi] (a difference of proportions: the
+  gap, the lift, a paired difference, in [−1, 1]; the relative gap in [−(m−1), 1] for m samples a
+  prompt; an AUROC, distinct wrong answers and distinct-n in [0, 1]; distinct answers in [0, m]; an
+  answer entropy in [0, log m]), gets the interval of the units that could differ from it unseen: none of its n units
+  (the prompts; for the lift, the bucket's correct samples) did, Wilson bounds their share by
+  u = z² / (n + z²), and each moves the mean at most to lo or hi, so [v − u(v − lo), v + u(hi − v)]
+  (for a proportion at 0 or 1 this is Wilson's interval);
+- a number without known bounds gets no interval (NaN bounds), never a zero-width one.
 
 Results hold floats with NaN for "undefined"; `json_safe` turns them into JSON-ready values (None).
 """
@@ -28,6 +47,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,6 +55,26 @@ import pandas as pd
 from scipy.stats import rankdata
 
 CI_METHODS = ("percentile", "bca")
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """How every interval is made: `n_boot` resamples of the prompts (0: no intervals), at the
+    `confidence` level, drawn from `seed`, by `method` (percentile | bca). It unpacks as the keyword
+    arguments of the functions below: `bootstrap_ci(values, **boot)`."""
+
+    n_boot: int = 1000
+    confidence: float = 0.95
+    seed: int = 0
+    method: str = "percentile"
+
+    def keys(self) -> tuple[str, ...]:
+        return ("n_boot", "confidence", "seed", "method")
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.keys():
+            raise KeyError(key)
+        return getattr(self, key)
 
 
 # ---------------------------------------------------------------- pass@k and maj@k
@@ -170,26 +210,76 @@ def _check_boot(n_boot: int, confidence: float, method: str) -> None:
         raise ValueError(f"method: must be one of {CI_METHODS}, got {method!r}")
 
 
+def wilson_interval(successes: float, n: float, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson's score interval for a proportion of `successes` in `n` trials (the same as
+    `scipy.stats.binomtest(k, n).proportion_ci(method="wilson")` for whole counts; a fractional count,
+    such as a mean of per-prompt proportions times the prompts, is allowed)."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    from scipy.stats import norm
+
+    z = float(norm.ppf(0.5 + confidence / 2))
+    p = min(max(successes / n, 0.0), 1.0)
+    shrink = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / shrink
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / shrink
+    low = 0.0 if p == 0 else max(0.0, center - half)  # exact ends: no 1e-18 left over at 0 of n
+    return low, 1.0 if p == 1 else min(1.0, center + half)
+
+
+def count_ci(
+    value: float,
+    n: float,
+    confidence: float = 0.95,
+    proportion: bool = False,
+    bounds: tuple[float, float] | None = None,
+) -> dict[str, float]:
+    """The interval of a number whose bootstrap has no spread (every resample agrees: the prompts all
+    give the same value, or there is one), from the count `n` of units behind it:
+
+    - a proportion (`proportion=True`): Wilson's interval of value·n successes in n;
+    - a number whose units' values lie in `bounds` (lo, hi), such as a difference of proportions in
+      (−1, 1): none of the n units was seen to differ from the value, and Wilson bounds the share u of
+      units that could (u = z² / (n + z²)); each moves the mean at most to lo or hi, so the interval is
+      [value − u·(value − lo), value + u·(hi − value)] (for a proportion at 0 or 1 exactly Wilson's);
+    - anything else: no interval (NaN bounds).
+    """
+    if not math.isfinite(value) or n <= 0:
+        return _ci(value, np.nan, np.nan)
+    if proportion:
+        return _ci(value, *wilson_interval(value * n, n, confidence))
+    if bounds is None:
+        return _ci(value, np.nan, np.nan)
+    lo, hi = bounds
+    u = wilson_interval(0, n, confidence)[1]
+    return _ci(value, value - u * max(value - lo, 0.0), value + u * max(hi - value, 0.0))
+
+
 def bootstrap_ci(
     values_per_prompt: np.ndarray,
     n_boot: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
     method: str = "percentile",
+    proportion: bool = False,
+    bounds: tuple[float, float] | None = None,
 ) -> dict[str, float]:
     """Mean of the per-prompt values with a bootstrap CI (prompts resampled with replacement).
 
-    No values give NaN everywhere; one value, or n_boot=0, gives the value with NaN bounds.
+    Where every resample would agree (all values equal, or one value), the interval is `count_ci`'s
+    with the prompts as the count: Wilson's for a `proportion` (per-prompt values in [0, 1]), the
+    bounded-deviation one for values in `bounds`, else none (NaN bounds). No values give NaN
+    everywhere; n_boot=0 gives the value with NaN bounds (no intervals asked for).
     """
     values = np.asarray(values_per_prompt, dtype=float)
     _check_boot(n_boot, confidence, method)
     if len(values) == 0:
         return _ci(np.nan, np.nan, np.nan)
     value = float(values.mean())
-    if n_boot == 0 or len(values) < 2:
+    if n_boot == 0:
         return _ci(value, np.nan, np.nan)
     if np.all(values == values[0]):  # every resample has the same mean (scipy warns on BCa here)
-        return _ci(value, value, value)
+        return count_ci(value, len(values), confidence, proportion, bounds)
     from scipy.stats import bootstrap
 
     res = bootstrap(
@@ -211,30 +301,49 @@ def cluster_bootstrap_ci(
     confidence: float = 0.95,
     seed: int = 0,
     method: str = "percentile",
+    count: float | None = None,
+    proportion: bool = False,
+    bounds: tuple[float, float] | None = None,
 ) -> dict[str, float]:
     """`statistic(prompt_indices)` on all prompts with a bootstrap CI: the statistic is recomputed on
     each resample of prompts (for statistics over rows, such as a pooled AUROC or a ratio of sums).
 
-    Resamples whose statistic is undefined (NaN) are left out of the interval.
+    Resamples whose statistic is undefined (NaN) are left out of the interval. Where every resample
+    agrees (one prompt, or no resample moves the statistic) the interval is `count_ci`'s on `count`
+    (a pooled ratio's denominator; the prompts by default).
     """
     _check_boot(n_boot, confidence, method)
     if n_prompts == 0:
         return _ci(np.nan, np.nan, np.nan)
     value = float(statistic(np.arange(n_prompts)))
-    if n_boot == 0 or n_prompts < 2 or not math.isfinite(value):
+    if n_boot == 0 or not math.isfinite(value):
         return _ci(value, np.nan, np.nan)
+
+    def agreeing() -> dict[str, float]:
+        return count_ci(value, n_prompts if count is None else count, confidence, proportion, bounds)
+
+    if n_prompts < 2:
+        return agreeing()
     if method == "bca":
+        import warnings
+
         from scipy.stats import bootstrap
 
-        res = bootstrap(
-            (np.arange(n_prompts),),
-            lambda idx: float(statistic(np.asarray(idx, dtype=int))),
-            n_resamples=n_boot,
-            confidence_level=confidence,
-            method="BCa",
-            vectorized=False,
-            rng=np.random.default_rng(seed),
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # scipy's degenerate-data warning: handled below
+            res = bootstrap(
+                (np.arange(n_prompts),),
+                lambda idx: float(statistic(np.asarray(idx, dtype=int))),
+                n_resamples=n_boot,
+                confidence_level=confidence,
+                method="BCa",
+                vectorized=False,
+                rng=np.random.default_rng(seed),
+            )
+        draws = np.asarray(res.bootstrap_distribution, dtype=float)
+        draws = draws[np.isfinite(draws)]
+        if len(draws) and np.all(draws == value):
+            return agreeing()
         return _ci(value, res.confidence_interval.low, res.confidence_interval.high)
     # Percentile: the same resamples scipy draws for `bootstrap_ci` (same seed, same prompt count).
     rng = np.random.default_rng(seed)
@@ -242,20 +351,29 @@ def cluster_bootstrap_ci(
     draws = draws[np.isfinite(draws)]
     if len(draws) == 0:
         return _ci(value, np.nan, np.nan)
+    if np.all(draws == value):
+        return agreeing()
     alpha = 1.0 - confidence
     low, high = np.quantile(draws, [alpha / 2, 1 - alpha / 2])
     return _ci(value, low, high)
 
 
 def paired_difference_ci(
-    a: np.ndarray, b: np.ndarray, n_boot: int = 1000, confidence: float = 0.95, seed: int = 0
+    a: np.ndarray,
+    b: np.ndarray,
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    bounds: tuple[float, float] | None = (-1.0, 1.0),
 ) -> dict[str, float]:
     """mean(a - b) over prompts with a bootstrap CI; `a` and `b` hold one value per prompt, the same
-    prompts in the same order (two verifiers, rounds or conditions on one prompt set)."""
+    prompts in the same order (two verifiers, rounds or conditions on one prompt set). `bounds` are
+    those of a per-prompt difference, (−1, 1) for proportions (None for an unbounded number): where
+    every prompt's difference is the same (two identical rounds) they give the interval (`count_ci`)."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.shape != b.shape:
         raise ValueError(f"paired_difference_ci: {a.shape} and {b.shape} values are not paired")
-    return bootstrap_ci(a - b, n_boot=n_boot, confidence=confidence, seed=seed)
+    return bootstrap_ci(a - b, n_boot=n_boot, confidence=confidence, seed=seed, bounds=bounds)
 
 
 def _prompt_rows(df: pd.DataFrame) -> tuple[pd.Index, list[np.ndarray]]:
@@ -281,27 +399,32 @@ def gap_metrics(
     u = per_prompt_utilities(df, weights)
     gen, ver = u["gen"].to_numpy(), u["ver"].to_numpy()
     open_ = gen < 1
-    boot = {"n_boot": n_boot, "confidence": confidence, "seed": seed, "method": method}
+    boot = Bootstrap(n_boot, confidence, seed, method)
     w = np.asarray(weights, dtype=float)
     c = df["correct"].to_numpy().astype(float)
     _, rows_of = _prompt_rows(df)
     kept_w = np.array([w[r].sum() for r in rows_of])
     kept_wc = np.array([(w[r] * c[r]).sum() for r in rows_of])
+    # the kept set's effective size (Kish: (Σw)² / Σw², the kept count for 0/1 weights): its count
+    kept_n = float(w.sum() ** 2 / (w**2).sum()) if (w > 0).any() else 0.0
+    # a prompt of n samples has a relative gap of at least −(n − 1) (one right sample, none kept)
+    lowest = -(max(len(r) for r in rows_of) - 1.0) if rows_of else -1.0
 
     def precision(idx: np.ndarray) -> float:
         total = kept_w[idx].sum()
         return float(kept_wc[idx].sum() / total) if total > 0 else float("nan")
 
+    relative = (ver[open_] - gen[open_]) / (1 - gen[open_])
     return {
-        "generation_utility": bootstrap_ci(gen, **boot),
-        "verification_utility": bootstrap_ci(ver, **boot),
-        "gap": bootstrap_ci(ver - gen, **boot),
-        "relative_gap": bootstrap_ci((ver[open_] - gen[open_]) / (1 - gen[open_]), **boot),
+        "generation_utility": bootstrap_ci(gen, **boot, proportion=True),
+        "verification_utility": bootstrap_ci(ver, **boot, proportion=True),
+        "gap": bootstrap_ci(ver - gen, **boot, bounds=(-1.0, 1.0)),
+        "relative_gap": bootstrap_ci(relative, **boot, bounds=(min(lowest, -1.0), 1.0)),
         "prompts": len(u),
         "prompts_empty_filter": int(u["empty"].sum()),
         "prompts_excluded_relative": int((~open_).sum()),
         "kept": int((w > 0).sum()),
-        "kept_precision": cluster_bootstrap_ci(precision, len(u), **boot),
+        "kept_precision": cluster_bootstrap_ci(precision, len(u), **boot, count=kept_n, proportion=True),
     }
 
 
@@ -366,8 +489,11 @@ def verifier_metrics(
     defined = per_prompt[np.isfinite(per_prompt)]
     return {
         **gap_metrics(df, weights, **boot),
-        "auroc": cluster_bootstrap_ci(pooled, len(rows_of), **boot),
-        "auroc_per_prompt": {**bootstrap_ci(defined, **boot), "prompts": int(len(defined))},
+        "auroc": cluster_bootstrap_ci(pooled, len(rows_of), **boot, bounds=(0.0, 1.0)),
+        "auroc_per_prompt": {
+            **bootstrap_ci(defined, **boot, bounds=(0.0, 1.0)),
+            "prompts": int(len(defined)),
+        },
         "unparseable": int(np.isnan(scores).sum()),
         "rare_answer_recall": rare_answer_recall(df, weights, **boot),
         "kept_answer_entropy": kept_answer_entropy(df, weights, **boot),
@@ -386,7 +512,7 @@ def auroc_difference(df: pd.DataFrame, column: str, other: str, **boot: Any) -> 
         rows = np.concatenate([rows_of[i] for i in idx]) if len(idx) else np.array([], dtype=int)
         return auroc(a[rows], labels[rows]) - auroc(b[rows], labels[rows])
 
-    return cluster_bootstrap_ci(difference, len(rows_of), **boot)
+    return cluster_bootstrap_ci(difference, len(rows_of), **boot, bounds=(-1.0, 1.0))
 
 
 def score_correlations(df: pd.DataFrame, columns: Sequence[str]) -> dict[str, dict[str, dict[str, float]]]:
@@ -458,10 +584,18 @@ def answer_diversity(df: pd.DataFrame, **boot: Any) -> dict[str, dict[str, float
     """`diversity_per_prompt` averaged over prompts (prompts without n-grams skipped for distinct-n),
     each with a bootstrap CI."""
     per_prompt = diversity_per_prompt(df)
+    m = int(df.groupby("prompt_id").size().max()) if len(df) else 1
+    bounds = {
+        "distinct_answers": (0.0, float(m)),
+        "answer_entropy": (0.0, math.log(m)),
+        "distinct_wrong": (0.0, 1.0),
+        "distinct_1": (0.0, 1.0),
+        "distinct_2": (0.0, 1.0),
+    }
     out = {}
     for key in per_prompt.columns:
         values = per_prompt[key].to_numpy(dtype=float)
-        out[key] = bootstrap_ci(values[np.isfinite(values)], **boot)
+        out[key] = bootstrap_ci(values[np.isfinite(values)], **boot, bounds=bounds.get(key))
     return out
 
 
@@ -492,29 +626,58 @@ def rare_answer_recall(
 ) -> dict[str, dict[str, Any]]:
     """The filter's recall on correct samples (the share of them it keeps, w > 0), by how common the
     sample's answer is among its prompt's samples (ANSWER_SHARE_BUCKETS), and over all correct samples
-    (`all`).
+    (`all`), each beside what the same per-prompt budget gives without the verifier and with a perfect
+    one, so that a recall is read against the filter's mechanics:
 
-    Each bucket: `recall` pooled over the bucket's correct samples, with a CI that resamples prompts
-    (NaN where the bucket holds no correct sample), and the counts `correct`, `kept` and `prompts`
-    (prompts with a correct sample in the bucket).
+    - `recall`: kept correct samples / correct samples of the bucket, pooled over prompts;
+    - `no_signal`: the expected recall of a verifier with no signal at the same budget, keeping as
+      many of prompt x's n_x samples as the filter kept there (k_x, its ties included), uniformly at
+      random: each correct sample is kept with probability k_x / n_x;
+    - `oracle`: the expected recall of a perfect verifier at the same budget, keeping min(k_x, c_x) of
+      the prompt's c_x correct samples, uniformly among them: probability min(k_x, c_x) / c_x;
+    - `lift`: recall − no_signal, what the verifier adds over chance.
+
+    Both baselines are exact expectations (no simulation). Each is pooled over the bucket's correct
+    samples with a CI that resamples prompts, the four on the same resamples (paired); NaN where the
+    bucket holds no correct sample. Counts: `correct`, `kept` and `prompts` (with a correct sample in
+    the bucket).
     """
     kept = np.asarray(weights, dtype=float) > 0
     correct = df["correct"].to_numpy().astype(bool)
     bucket = answer_share_buckets(df)
     prompts, rows_of = _prompt_rows(df)
+    n_x = np.array([len(r) for r in rows_of], dtype=float)
+    k_x = np.array([int(kept[r].sum()) for r in rows_of], dtype=float)
+    c_x = np.array([int(correct[r].sum()) for r in rows_of], dtype=float)
+    chance = k_x / n_x  # a correct sample's chance to be kept by a verifier without signal
+    ceiling = np.divide(np.minimum(k_x, c_x), c_x, out=np.zeros_like(c_x), where=c_x > 0)
     out = {}
     for b, name in enumerate((*ANSWER_SHARE_BUCKETS, "all")):
         mine = correct & (bucket == b) if name != "all" else correct
-        n_correct = np.array([int(mine[r].sum()) for r in rows_of])
-        n_kept = np.array([int((mine & kept)[r].sum()) for r in rows_of])
+        n_correct = np.array([int(mine[r].sum()) for r in rows_of], dtype=float)
+        n_kept = np.array([int((mine & kept)[r].sum()) for r in rows_of], dtype=float)
+        total = float(n_correct.sum())
 
-        def recall(idx: np.ndarray, n_correct=n_correct, n_kept=n_kept) -> float:
-            total = n_correct[idx].sum()
-            return float(n_kept[idx].sum() / total) if total > 0 else float("nan")
+        def pooled(numerator: np.ndarray, n_correct=n_correct) -> Callable[[np.ndarray], float]:
+            def ratio(idx: np.ndarray) -> float:
+                denominator = n_correct[idx].sum()
+                return float(numerator[idx].sum() / denominator) if denominator > 0 else float("nan")
 
+            return ratio
+
+        recall, no_signal = pooled(n_kept), pooled(n_correct * chance)
+        oracle = pooled(n_correct * ceiling)
+
+        def lift(idx: np.ndarray, recall=recall, no_signal=no_signal) -> float:
+            return recall(idx) - no_signal(idx)
+
+        ci = {**boot, "count": total}
         out[name] = {
-            "recall": cluster_bootstrap_ci(recall, len(prompts), **boot),
-            "correct": int(n_correct.sum()),
+            "recall": cluster_bootstrap_ci(recall, len(prompts), **ci, proportion=True),
+            "no_signal": cluster_bootstrap_ci(no_signal, len(prompts), **ci, proportion=True),
+            "oracle": cluster_bootstrap_ci(oracle, len(prompts), **ci, proportion=True),
+            "lift": cluster_bootstrap_ci(lift, len(prompts), **ci, bounds=(-1.0, 1.0)),
+            "correct": int(total),
             "kept": int(n_kept.sum()),
             "prompts": int((n_correct > 0).sum()),
         }
@@ -540,18 +703,31 @@ def kept_answer_entropy(
     df: pd.DataFrame, weights: np.ndarray | Sequence[float], **boot: Any
 ) -> dict[str, Any]:
     """The answer entropy of what the filter keeps against that of everything sampled, per prompt,
-    averaged over the prompts whose filter kept something (`prompts`; `prompts_empty` the others):
-    `sampled`, `kept` and their paired difference `change` (kept − sampled), each with a CI."""
+    averaged over the prompts where the filter kept at least two samples (`prompts`): a prompt that
+    keeps one has entropy 0 whatever its verifier, so it says nothing. `sampled`, `kept` and their
+    paired difference `change` (kept − sampled), each with a CI, are NaN where no prompt qualifies;
+    `prompts_one` and `prompts_empty` count the prompts that kept one sample and none."""
     sampled = answer_entropy_per_prompt(df)
     kept = answer_entropy_per_prompt(df, weights).reindex(sampled.index)
-    some = np.isfinite(kept.to_numpy())
-    s, k = sampled.to_numpy()[some], kept.to_numpy()[some]
+    kept_n = (
+        pd.Series(np.asarray(weights, dtype=float) > 0)
+        .groupby(df["prompt_id"].to_numpy(), sort=True)
+        .sum()
+        .reindex(sampled.index)
+        .to_numpy()
+    )
+    many = kept_n >= 2
+    s, k = sampled.to_numpy()[many], kept.to_numpy()[many]
+    # the largest entropy a prompt's sampled (kept) answers can have: the bounds of the per-prompt values
+    top_s = math.log(int(df.groupby("prompt_id").size().max())) if len(df) else 0.0
+    top_k = math.log(max(int(kept_n.max()), 1)) if len(kept_n) else 0.0
     return {
-        "sampled": bootstrap_ci(s, **boot),
-        "kept": bootstrap_ci(k, **boot),
-        "change": bootstrap_ci(k - s, **boot),
-        "prompts": int(some.sum()),
-        "prompts_empty": int((~some).sum()),
+        "sampled": bootstrap_ci(s, **boot, bounds=(0.0, top_s)),
+        "kept": bootstrap_ci(k, **boot, bounds=(0.0, top_k)),
+        "change": bootstrap_ci(k - s, **boot, bounds=(-top_s, top_k)),
+        "prompts": int(many.sum()),
+        "prompts_one": int((kept_n == 1).sum()),
+        "prompts_empty": int((kept_n == 0).sum()),
     }
 
 

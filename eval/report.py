@@ -119,65 +119,108 @@ def _rare(h: dict, where: str) -> tuple[dict, dict]:
     return src.get("rare_answer_recall") or {}, src.get("kept_answer_entropy") or {}
 
 
+def entropy_na(entropy: dict) -> str | None:
+    """Why a kept-answer-entropy record has no numbers (no prompt kept two samples or more), else None."""
+    if not entropy or (entropy.get("sampled") or {}).get("value") is not None:
+        return None
+    one, empty = entropy.get("prompts_one", 0), entropy.get("prompts_empty", 0)
+    if one and empty:
+        return f"n/a: the filter keeps at most one sample a prompt ({one} kept one, {empty} none)"
+    if one:
+        return "n/a: the filter keeps one sample a prompt"
+    return "n/a: the filter kept nothing"
+
+
 def plot_rare_answers(history: list[dict], path: Path) -> None:
-    """Recall on correct samples by how common their answer is, and the answer entropy of the kept set
-    against the sampled set, by round: held-out samples on the left, train samples on the right."""
+    """What the verifier adds to the filter's recall on correct samples, by how common their answer is
+    (recall minus a no-signal verifier's at the same per-prompt budget), and the answer entropy of the
+    kept set against the sampled set where the filter keeps two or more a prompt, by round: held-out
+    samples on the left, train samples on the right."""
     fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
     for col, (where, name) in enumerate((("eval", "held-out"), ("train", "train"))):
         rounds = [h for h in history if _rare(h, where)[0]]
         x = [h["round"] for h in rounds]
         ax_r, ax_e = axes[0, col], axes[1, col]
+        with_entropy = [h for h in rounds if not entropy_na(_rare(h, where)[1])]
         if not rounds:
-            for ax in (ax_r, ax_e):
-                ax.text(
-                    0.5,
-                    0.5,
-                    f"no {name} samples verified yet",
-                    ha="center",
-                    va="center",
-                    transform=ax.transAxes,
-                )
+            empty = {ax_r: f"no {name} samples verified yet", ax_e: f"no {name} samples verified yet"}
+        else:
+            empty = {ax_e: entropy_na(_rare(rounds[-1], where)[1])} if not with_entropy else {}
+        for ax, text in empty.items():
+            ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=9)
         for j, bucket in enumerate((*ANSWER_SHARE_BUCKETS, "all")):
             if rounds:
-                points = [(_rare(h, where)[0].get(bucket) or {}).get("recall") or {} for h in rounds]
+                points = [(_rare(h, where)[0].get(bucket) or {}).get("lift") or {} for h in rounds]
                 style = {"ls": "--", "color": "grey"} if bucket == "all" else {}
-                shifted = [t + 0.03 * (j - 2) for t in x]  # buckets side by side: equal recalls stay visible
+                shifted = [t + 0.03 * (j - 2) for t in x]  # buckets side by side: equal lifts stay visible
                 band(ax_r, shifted, points, BUCKET_LABELS.get(bucket, "all correct"), **style)
-        ax_r.set(ylabel="recall on correct samples", title=f"{name}: correct samples kept, by answer share")
-        ax_r.set_ylim(-0.05, 1.05)
+        ax_r.axhline(0, color="grey", lw=0.8)
+        ax_r.set(ylabel="recall − no-signal recall", title=f"{name}: recall over no signal, by answer share")
         for key, label in (("sampled", "sampled"), ("kept", "kept")):
-            if rounds:
-                band(ax_e, x, [_rare(h, where)[1].get(key) or {} for h in rounds], label)
+            if with_entropy:
+                xs = [h["round"] for h in with_entropy]
+                band(ax_e, xs, [_rare(h, where)[1].get(key) or {} for h in with_entropy], label)
         ax_e.set(
-            xlabel="round", ylabel="answer entropy (nats)", title=f"{name}: answer entropy, kept vs sampled"
+            xlabel="round",
+            ylabel="answer entropy (nats)",
+            title=f"{name}: answer entropy (prompts keeping ≥ 2)",
         )
         for ax in (ax_r, ax_e):
-            if rounds:
+            if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=7)
-            round_ticks(ax, [h["round"] for h in history])
+            ax.set_xticks([h["round"] for h in history])  # whole rounds (the buckets sit beside them)
     fig.suptitle(f"Rare correct answers by round ({level(history)} CI)")
     save_figure(fig, path)
 
 
 def rare_rows(history: list[dict]) -> list[dict[str, str]]:
-    """The rare-answer table: a row per round and sample set (held-out; train from round 1)."""
+    """The rare-answer recall table: a row per round, sample set (held-out; train from round 1) and
+    answer-share bucket that holds a correct sample, its recall beside a no-signal verifier's and a
+    perfect one's at the same per-prompt budget, and the lift over no signal."""
+    rows = []
+    for h in history:
+        for where, name in (("eval", "held-out"), ("train", "train")):
+            recall = _rare(h, where)[0]
+            for bucket in (*ANSWER_SHARE_BUCKETS, "all"):
+                r = recall.get(bucket) or {}
+                if not r.get("correct"):
+                    continue
+                rows.append(
+                    {
+                        "round": str(h["round"]),
+                        "samples": name,
+                        "answer share": BUCKET_LABELS.get(bucket, "all correct"),
+                        "kept / correct": f"{r.get('kept', 0)} / {r['correct']}",
+                        "recall": fmt_interval(r.get("recall"), ".2f"),
+                        "no signal": _fmt(r.get("no_signal"), ".2f"),
+                        "oracle": _fmt(r.get("oracle"), ".2f"),
+                        "lift over no signal": fmt_interval(r.get("lift"), "+.2f"),
+                    }
+                )
+    return rows
+
+
+def entropy_rows(history: list[dict]) -> list[dict[str, str]]:
+    """The kept-answer-entropy table: a row per round and sample set, over the prompts where the filter
+    kept two samples or more (n/a, with the reason, where none did)."""
     rows = []
     for h in history:
         for where, name in (("eval", "held-out"), ("train", "train")):
             recall, entropy = _rare(h, where)
-            if not recall:
+            if not recall or not entropy:
                 continue
-            row = {"round": str(h["round"]), "samples": name}
-            for bucket in (*ANSWER_SHARE_BUCKETS, "all"):
-                r = recall.get(bucket) or {}
-                cell = fmt_interval(r.get("recall"), ".2f") if r.get("correct") else "n/a"
-                row[f"recall: {BUCKET_LABELS.get(bucket, 'all correct')}"] = (
-                    f"{cell} ({r.get('kept', 0)}/{r.get('correct', 0)})"
-                )
-            row["entropy: sampled"] = fmt_interval(entropy.get("sampled"), ".2f")
-            row["entropy: kept"] = fmt_interval(entropy.get("kept"), ".2f")
-            row["kept − sampled"] = fmt_interval(entropy.get("change"), "+.2f")
-            rows.append(row)
+            na = entropy_na(entropy)
+            total = sum(entropy.get(k, 0) for k in ("prompts", "prompts_one", "prompts_empty"))
+            rows.append(
+                {
+                    "round": str(h["round"]),
+                    "samples": name,
+                    "prompts keeping ≥ 2": f"{entropy.get('prompts', 0)} of {total}",
+                    "sampled": "n/a" if na else fmt_interval(entropy.get("sampled"), ".2f"),
+                    "kept": na or fmt_interval(entropy.get("kept"), ".2f"),  # the reason, once
+                    "kept − sampled": "n/a" if na else fmt_interval(entropy.get("change"), "+.2f"),
+                }
+            )
     return rows
 
 
@@ -275,17 +318,25 @@ def write_report(
         "![diversity](plots/diversity.png)",
         "",
     ]
-    rare = rare_rows(history)
-    if rare:
+    rare, entropy = rare_rows(history), entropy_rows(history)
+    if entropy:
         lines += [
             "## Rare correct answers",
             "",
             "Recall: the share of correct samples the filter kept (kept / correct), by how many of the "
             "prompt's samples give the same answer (singleton: that sample alone; ≤25%, ≤50%, >50% of "
-            "them). Entropy: the answer entropy (nats) of the kept samples against all sampled, per "
-            "prompt, averaged over prompts whose filter kept something (docs/definitions.md).",
+            "them; a share without correct samples is left out). A filter's budget alone moves recall, so "
+            "each is shown beside what the same number of samples kept per prompt gives with no signal "
+            "(chosen at random: k/n of each prompt's correct samples) and with a perfect verifier (min(k, "
+            "c)/c of them); the lift is recall minus no signal, with its interval (docs/definitions.md).",
             "",
-            *markdown_table(rare),
+            *(markdown_table(rare) if rare else ["No correct sample to recall yet."]),
+            "",
+            "Answer entropy (nats) of the kept samples against all sampled, per prompt, averaged over "
+            "the prompts where the filter kept two samples or more (one kept sample has entropy 0 "
+            "whatever the verifier).",
+            "",
+            *markdown_table(entropy),
             "",
             "![rare correct answers](plots/rare_answers.png)",
             "",

@@ -67,7 +67,7 @@ def fit_scaling(
     "undefined": [names left out], "verdict": one sentence}, JSON-safe: a number that is undefined
     (the fit of fewer than two usable models, or of models all at one compute) is None.
     """
-    boot = {"n_boot": n_boot, "confidence": confidence, "seed": seed}
+    boot = M.Bootstrap(n_boot, confidence, seed)  # percentile: each point's interval, as the slope's
     rows = []
     for p in points:
         if p.n_params <= 0 or p.tokens <= 0:

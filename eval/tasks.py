@@ -252,6 +252,10 @@ def reasoning_gym_datasets() -> dict[str, tuple[type, type]]:
 class ReasoningGymTask(Task):
     """A procedural reasoning-gym dataset, checked by its own `score_answer` (correct iff score >= 1).
 
+    Where the scorer withholds full marks from a numeric dataset's answer, the answer is still right when
+    it equals the reference by value ("7.0" for 7; `answers.as_fraction`) or, for a percentage, by
+    math-verify's rule (`answers.math_match`: 50% equals 50 and 0.5), as the `math` checker judges it.
+
     `task.options` go to the dataset's config (e.g. {"min_terms": 2, "max_terms": 2} for basic_arithmetic).
     """
 
@@ -324,18 +328,22 @@ class ReasoningGymTask(Task):
         return options
 
     def _capacity(self, split: str) -> int:
-        """How many items a split may draw to find its distinct questions."""
+        """The items a split's dataset is first made with: enough to find its distinct questions under
+        most options (a split that needs more draws on, from a larger dataset)."""
         return 3 * self._size(split) + 30
 
-    def _dataset(self, split: str):
-        if split not in self._datasets:
+    def _dataset(self, split: str, size: int = 0):
+        """The split's reasoning-gym dataset, holding at least `size` items (made again, twice as
+        large, where it holds fewer)."""
+        made = self._datasets.get(split)
+        if made is None or made.size < size:
             import reasoning_gym
 
             self._datasets[split] = reasoning_gym.create_dataset(
                 self.name,
                 **self._options,
                 seed=_derived_seed(self.seed, self.name, split),
-                size=self._capacity(split),
+                size=max(size, self._capacity(split) if made is None else 2 * made.size),
             )
         return self._datasets[split]
 
@@ -343,7 +351,7 @@ class ReasoningGymTask(Task):
         key = (split, idx)
         if key not in self._items:
             try:
-                self._items[key] = self._dataset(split)[idx]
+                self._items[key] = self._dataset(split, idx + 1)[idx]
             except IndexError:
                 raise
             except Exception as e:
@@ -355,35 +363,64 @@ class ReasoningGymTask(Task):
         return self._items[key]
 
     def _load(self, split: str) -> list[Problem]:
+        """The split's first `need` distinct questions that no earlier split asked, in draw order. Short
+        of them, it draws on until the options' questions run out: until no new question came in the
+        last `_patience` draws (or `MAX_DRAWS` in all), then refuses, saying how many there are."""
         need = self._size(split)
-        seen = self._earlier_questions(split)
+        earlier = self._earlier_questions(split)
         out: list[Problem] = []
-        cap = self._capacity(split)
-        idx = 0
-        while len(out) < need and idx < cap:
+        drawn: set[str] = set()  # every distinct question drawn, the earlier splits' ones too
+        idx = last_new = 0
+        while len(out) < need and idx - last_new < self._patience(split, len(drawn)) and idx < self.MAX_DRAWS:
             try:
                 item = self._item(split, idx)
             except IndexError:
                 break
             question = str(item["question"])
-            if question not in seen:
-                seen.add(question)
-                out.append(
-                    Problem(
-                        id=f"{split}-{idx}",
-                        question=question,
-                        answer="" if item.get("answer") is None else str(item["answer"]),
-                        meta={"entry": item},
+            if question not in drawn:
+                drawn.add(question)
+                last_new = idx
+                if question not in earlier:
+                    out.append(
+                        Problem(
+                            id=f"{split}-{idx}",
+                            question=question,
+                            answer="" if item.get("answer") is None else str(item["answer"]),
+                            meta={"entry": item},
+                        )
                     )
-                )
             idx += 1
         if len(out) < need:
-            raise UserError(
-                f"task.{split}_size: reasoning-gym '{self.name}' gave only {len(out)} distinct "
-                f"{split} problems out of {idx} drawn (the options {self._options or '{}'} allow few "
-                f"different questions); lower task.{split}_size or widen task.options"
-            )
+            raise UserError(self._too_few(split, need, len(out), len(drawn | earlier), idx))
         return out
+
+    # Draws without a new question before the options count as exhausted: with k distinct questions
+    # drawn so far, 10·k more (a question as likely as the average one, p = 1/k, is then missed with
+    # probability (1 - 1/k)^(10k) < e^-10), and never fewer than the split's first draws.
+    PATIENCE = 10
+    MAX_DRAWS = 200_000  # a generator with a long tail of rare questions stops here
+
+    def _patience(self, split: str, distinct: int) -> int:
+        return max(self._capacity(split), self.PATIENCE * distinct)
+
+    def _too_few(self, split: str, need: int, got: int, distinct: int, draws: int) -> str:
+        """The refusal: how many distinct questions the options give, and what the splits take of them."""
+        where = f"reasoning-gym '{self.name}' with the options {self._options or '{}'}"
+        count = f"{distinct} distinct questions" + (
+            f" in {draws} draws (more may come rarely)" if draws >= self.MAX_DRAWS else ""
+        )
+        before = {s: self._size(s) for s in SPLITS[: SPLITS.index(split)] if self._size(s)}
+        if not before:
+            return (
+                f"task.{split}_size: {where} has {count}, fewer than the {need} asked for; lower "
+                f"task.{split}_size or widen task.options"
+            )
+        asked = " + ".join(f"{n} {s}" for s, n in {**before, split: need}.items())
+        return (
+            f"task.{split}_size: {where} has {count}, and the splits ask for {asked} = "
+            f"{sum(before.values()) + need} ({split} finds {got} of its {need}); lower task.{split}_size "
+            f"or {' or '.join(f'task.{s}_size' for s in before)}, or widen task.options"
+        )
 
     def extract_answer(self, completion: str, finished: bool = True) -> str | None:
         answer = super().extract_answer(completion, finished)
@@ -419,6 +456,8 @@ class ReasoningGymTask(Task):
             score = scorer.score_answer(variant, entry)
             if score is not None and float(score) >= 1.0 - 1e-9:
                 return True
+        if self.numeric and answer.endswith("%"):  # a percentage: math-verify's rule (answers.math_match)
+            return math_match(answer, problem.answer)
         if self.numeric:  # "7.0" for 7 (normalized forms differ only in spelling): equal by value
             a, b = as_fraction(answer), as_fraction(problem.answer)
             return a is not None and a == b

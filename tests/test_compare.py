@@ -31,7 +31,12 @@ def test_differences_are_paired_over_the_same_prompts():
     diffs = differences({"random": [control], "self": [better]}, control="random", n_boot=300)
     assert [(d["condition"], d["round"]) for d in diffs] == [("self", 0), ("self", 1)]
     r0, r1 = diffs
-    assert (r0["accuracy"]["value"], r0["accuracy"]["ci_low"], r0["accuracy"]["ci_high"]) == (0.0, 0.0, 0.0)
+    # the same round 0: no difference on any of 20 prompts, which bounds it (count_ci), not [0, 0]
+    assert r0["accuracy"]["value"] == 0.0 and r0["accuracy"]["p"] == 1.0
+    assert (
+        r0["accuracy"]["ci_low"] == pytest.approx(-r0["accuracy"]["ci_high"])
+        and r0["accuracy"]["ci_high"] > 0
+    )
     assert r1["accuracy"]["value"] == pytest.approx(0.1875) and r1["accuracy"]["ci_low"] > 0
     assert r1["prompts"] == 20 and r1["accuracy"]["family"] == 1  # round 0 is not a comparison
     assert verdict(r1, "self", "random").startswith("self beats random on held-out accuracy after round 1")

@@ -111,6 +111,85 @@ def test_config_file_mistakes_say_where_and_what(tmp_path):
     }  # a free mapping takes any key
 
 
+def test_a_config_file_starts_from_its_base(tmp_path, monkeypatch, capsys):
+    """`base: FILE` names the file a config starts from, relative to the file (whatever the working
+    directory); the file's keys merge over the base's (mappings key by key, lists replaced), a base may
+    have a base, and the command line overrides them all; --help shows the merged values."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "task.yaml").write_text(
+        "task: {name: countdown, test_size: 9, options: {min_numbers: 3}}\nverifiers: [mc, oracle]\n"
+    )
+    (shared / "gap.yaml").write_text("base: task.yaml\nsampling: {n: 2, temperature: 0.3}\nseed: 4\n")
+    (tmp_path / "mine.yaml").write_text(
+        "base: shared/gap.yaml\ntask: {test_size: 5}\nsampling: {n: 3}\nverifiers: [oracle]\n"
+    )
+    monkeypatch.chdir(shared)  # not where mine.yaml is: its base resolves against the file
+    cfg = load_config(GapConfig, ["--config", str(tmp_path / "mine.yaml"), "--seed", "7"])
+    assert (cfg.task.name, cfg.task.test_size, cfg.task.options) == ("countdown", 5, {"min_numbers": 3})
+    assert (cfg.sampling.n, cfg.sampling.temperature) == (3, 0.3)
+    assert [v.name for v in cfg.verifiers] == ["oracle"] and cfg.seed == 7
+    with pytest.raises(SystemExit):
+        load_config(GapConfig, ["--config", str(tmp_path / "mine.yaml"), "--help"])
+    out = capsys.readouterr().out
+    assert "`base: FILE`" in out
+    lines = {x.split()[0]: x for x in out.splitlines() if x.strip().startswith("--")}
+    assert lines["--task.name"].endswith("config file: 'countdown'")  # from the base's base
+    assert lines["--sampling.temperature"].endswith("config file: 0.3")
+    assert lines["--task.test_size"].endswith("config file: 5")
+
+
+def test_a_cycle_of_bases_and_a_missing_base_are_one_line_errors(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: ./a.yaml\nseed: 1\n")
+    with pytest.raises(UserError) as e:
+        load_config(GapConfig, ["--config", str(tmp_path / "a.yaml")])
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    assert str(e.value).startswith(
+        f"base: the config files start from each other in a cycle ({a} -> {b} -> {a})"
+    )
+    assert "\n" not in str(e.value)
+    (tmp_path / "c.yaml").write_text("base: missing.yaml\n")
+    with pytest.raises(UserError) as e:
+        load_config(GapConfig, ["--config", str(tmp_path / "c.yaml")])
+    assert str(e.value).startswith(
+        f"base: file {tmp_path / 'missing.yaml'} (the base of {tmp_path / 'c.yaml'})"
+    )
+    (tmp_path / "d.yaml").write_text("base: [a.yaml]\n")
+    with pytest.raises(UserError, match=r"^base: expected the path of a config file"):
+        load_config(GapConfig, ["--config", str(tmp_path / "d.yaml")])
+    (tmp_path / "e.yaml").write_text("base: f.yaml\n")
+    (tmp_path / "f.yaml").write_text("sampling: {nn: 2}\n")
+    with pytest.raises(UserError) as e:  # a mistake in a base: the files it may be in are named
+        load_config(GapConfig, ["--config", str(tmp_path / "e.yaml")])
+    assert "sampling.nn" in str(e.value) and str(tmp_path / "f.yaml") in str(e.value)
+
+
+def test_a_comparisons_base_study_resolves_against_its_file(tmp_path, monkeypatch):
+    """recipes/compare.py's `base` (the study the conditions start from) is a path relative to the
+    comparison's file too, and that study may start from a base of its own."""
+    from trainer.config import CompareConfig
+
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "task.yaml").write_text("task: {name: countdown, test_size: 6}\n")
+    (tmp_path / "studies" / "study.yaml").write_text("base: ../task.yaml\nrounds: 1\nreport_to: none\n")
+    (tmp_path / "studies" / "cmp.yaml").write_text(
+        "base: study.yaml\nconditions: [{name: mc}, {name: random, overrides: {filter: {name: random}}}]\n"
+        f"output_dir: {tmp_path / 'out'}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(CompareConfig, ["--config", "studies/cmp.yaml"])
+    assert cfg.base == "studies/study.yaml"
+    runs = cfg.studies()
+    assert {name: (r[0].task.name, r[0].task.test_size, r[0].rounds) for name, r in runs.items()} == {
+        "mc": ("countdown", 6, 1),
+        "random": ("countdown", 6, 1),
+    }
+    assert runs["random"][0].filter.name == "random"
+    with pytest.raises(UserError, match=r"^base: file studies/nostudy.yaml does not exist"):
+        load_config(CompareConfig, ["--config", "studies/cmp.yaml", "--base", "studies/nostudy.yaml"])
+
+
 def test_iterate_config_sections_and_roundtrip():
     cfg = load_config(
         IterateConfig,
@@ -226,7 +305,39 @@ def test_help_prints_every_key_with_its_type_default_and_help():
     from core.config import _help_rows
 
     rows = list(_help_rows(IterateConfig, ""))
-    assert all(f"--{key}" in out for key, _, _, _ in rows)
-    assert all(text for key, tp, _, text in rows if not tp.startswith("list of")), [
-        key for key, _, _, text in rows if not text
+    assert all(f"--{key}" in out for key, *_ in rows)
+    assert all(text for key, tp, _, text, _ in rows if not tp.startswith("list of")), [
+        key for key, _, _, text, _ in rows if not text
     ]
+
+
+def test_help_shows_the_engine_keys_in_groups_and_the_keys_stay_flat(capsys):
+    import dataclasses
+
+    from trainer.config import EngineConfig
+
+    with pytest.raises(SystemExit):
+        load_config(IterateConfig, ["--help"])
+    lines = [x.strip() for x in capsys.readouterr().out.splitlines()]
+    engine = [x for x in lines if x.startswith(("[engine:", "--engine."))]
+    heads = [i for i, x in enumerate(engine) if x.startswith("[")]
+    assert [engine[i] for i in heads] == [
+        "[engine: backend and precision]",
+        "[engine: vLLM memory, compilation and parallelism]",
+        "[engine: vLLM server (backend vllm_server)]",
+    ]
+    group = {
+        x.split()[0]: engine[max(h for h in heads if h < i)] for i, x in enumerate(engine) if i not in heads
+    }
+    keys = [f.name for f in dataclasses.fields(EngineConfig)]
+    assert list(group) == [f"--engine.{k}" for k in keys] and heads[0] == 0  # every key under a heading
+    assert group["--engine.dtype"] == "[engine: backend and precision]"
+    assert group["--engine.tensor_parallel_size"] == "[engine: vLLM memory, compilation and parallelism]"
+    assert (
+        group["--engine.retries"]
+        == group["--engine.server_url"]
+        == "[engine: vLLM server (backend vllm_server)]"
+    )
+    # the keys are what they were: flat under engine, on the command line and in study.json
+    cfg = load_config(IterateConfig, ["--engine.backend", "vllm_server", "--engine.server_url", "http://h:1"])
+    assert to_dict(cfg)["engine"]["server_url"] == "http://h:1" and list(to_dict(cfg)["engine"]) == keys

@@ -21,6 +21,7 @@ from eval.metrics import (
     auroc_per_prompt,
     bootstrap_ci,
     cluster_bootstrap_ci,
+    count_ci,
     default_ks,
     diversity_per_prompt,
     gap_metrics,
@@ -35,6 +36,7 @@ from eval.metrics import (
     rare_answer_recall,
     score_correlations,
     verifier_metrics,
+    wilson_interval,
 )
 
 
@@ -228,8 +230,14 @@ def test_bootstrap_ci_known_and_degenerate_cases():
         "ci_low": 0.0,
         "ci_high": 1.0,
     }
+    # every prompt 0.3: no resample moves the mean; a plain mean has no interval then, a proportion
+    # gets Wilson's on the count of prompts (test_no_zero_width_interval_for_a_finite_sample)
     point = bootstrap_ci(np.full(7, 0.3), n_boot=100)
-    assert point["ci_low"] == point["ci_high"] == pytest.approx(point["value"]) == pytest.approx(0.3)
+    assert (
+        point["value"] == pytest.approx(0.3) and math.isnan(point["ci_low"]) and math.isnan(point["ci_high"])
+    )
+    share = bootstrap_ci(np.full(7, 0.3), n_boot=100, proportion=True)
+    assert (share["ci_low"], share["ci_high"]) == pytest.approx(wilson_interval(2.1, 7))
     assert all(math.isnan(v) for v in bootstrap_ci(np.array([]), n_boot=10).values())
     with pytest.raises(ValueError):
         bootstrap_ci(np.ones(3), confidence=1.0)
@@ -375,6 +383,7 @@ def test_rare_answer_recall_without_correct_samples_or_answers():
         assert all(math.isnan(r[name]["recall"][k]) for k in ("value", "ci_low", "ci_high"))
     e = kept_answer_entropy(none, np.ones(4), n_boot=100)  # None answers are one category: entropy 0
     assert e["sampled"]["value"] == e["kept"]["value"] == e["change"]["value"] == 0.0
+    assert (e["prompts"], e["prompts_one"], e["prompts_empty"]) == (1, 1, 0)  # q keeps its one sample
     assert json.loads(json.dumps(json_safe(r)))["all"]["recall"]["value"] is None
 
 
@@ -387,7 +396,7 @@ def test_kept_answer_entropy_hand_values():
     e = kept_answer_entropy(rows, kept, n_boot=100)
     # p: sampled {a, a, b, b} ln 2, kept {a, b} ln 2; q: sampled 4 answers ln 4, kept {a, b} ln 2;
     # r: its filter kept nothing, so it has no kept entropy and is left out of all three
-    assert e["prompts"] == 2 and e["prompts_empty"] == 1
+    assert e["prompts"] == 2 and e["prompts_one"] == 0 and e["prompts_empty"] == 1
     assert e["sampled"]["value"] == pytest.approx((math.log(2) + math.log(4)) / 2)
     assert e["kept"]["value"] == pytest.approx(math.log(2))
     assert e["change"]["value"] == pytest.approx(-math.log(2) / 2)
@@ -400,9 +409,10 @@ def test_kept_answer_entropy_hand_values():
     np.testing.assert_allclose(
         answer_entropy_per_prompt(rows).to_numpy(), diversity_per_prompt(rows)["answer_entropy"].to_numpy()
     )
-    # one sample, kept: entropy 0 on both sides
-    single = kept_answer_entropy(frame({"p": [1]}, answer=["3"]), np.ones(1), n_boot=10)
-    assert single["sampled"]["value"] == single["kept"]["value"] == 0.0 and single["prompts"] == 1
+    # one sample kept: entropy 0 by construction, whatever the verifier: such a prompt is left out
+    single = kept_answer_entropy(frame({"p": [1, 0]}, answer=["3", "4"]), np.array([1.0, 0.0]), n_boot=10)
+    assert (single["prompts"], single["prompts_one"], single["prompts_empty"]) == (0, 1, 0)
+    assert all(math.isnan(single[key]["value"]) for key in ("sampled", "kept", "change"))
 
 
 def test_auroc_difference_is_paired():
@@ -411,8 +421,9 @@ def test_auroc_difference_is_paired():
     rows["score_coin"] = [0.5, 0.5, 0.5] * 6
     d = auroc_difference(rows, "good", "coin", n_boot=200)
     assert d["value"] == pytest.approx(0.5)
-    # every resample holds both verifiers on the same prompts: the difference never varies here
-    assert d["ci_low"] == pytest.approx(0.5) and d["ci_high"] == pytest.approx(0.5)
+    # every resample holds both verifiers on the same prompts: the difference never varies here, so
+    # the interval is the one of a difference in [-1, 1] that none of the 6 prompts was seen to move
+    assert d == pytest.approx(count_ci(0.5, 6, bounds=(-1.0, 1.0)))
 
 
 # ---------------------------------------------------------------- JSON
@@ -462,7 +473,7 @@ def test_cluster_bootstrap_resamples_prompts_as_the_mean_does():
     # a statistic over prompt indices that happens to be the mean: the same interval as bootstrap_ci
     mean = cluster_bootstrap_ci(lambda idx: values[idx].mean(), 40, n_boot=300, seed=5)
     assert mean == pytest.approx(bootstrap_ci(values, n_boot=300, seed=5))
-    assert math.isnan(cluster_bootstrap_ci(lambda idx: 1.0, 1, n_boot=50)["ci_low"])  # one prompt
+    assert math.isnan(cluster_bootstrap_ci(lambda idx: 1.0, 1, n_boot=50)["ci_low"])  # one prompt, no kind
     bca = bootstrap_ci(values, n_boot=300, seed=5, method="bca")
     assert bca["ci_low"] < bca["value"] < bca["ci_high"]
 
@@ -502,7 +513,8 @@ def test_summarize_gives_every_headline_number_an_interval():
     )
     assert recall["all"]["correct"] == int(rows["correct"].sum())
     assert recall["all"]["kept"] == int((rows["correct"] & rows["kept_mc"]).sum())
-    assert ci <= set(entropy["change"]) and entropy["prompts"] + entropy["prompts_empty"] == 12
+    assert ci <= set(entropy["change"])
+    assert entropy["prompts"] + entropy["prompts_one"] + entropy["prompts_empty"] == 12
     assert recall == m["verifiers"]["mc"]["rare_answer_recall"]
     assert m["ci"] == {"method": "percentile", "confidence": 0.8, "n_boot": 100, "resampled": "prompts"}
     pp = m["per_prompt"]

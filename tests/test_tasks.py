@@ -174,6 +174,37 @@ def test_too_narrow_options_say_so():
         task_of(options=narrow, test_size=500, train_size=0).problems("test")
 
 
+def test_nearly_all_of_a_small_tasks_problems_can_be_asked_for():
+    """1-digit additions have few distinct questions (11 × 11 with reasoning-gym's digits 0-10): splits
+    that take nearly all of them load, disjoint; asking for more than there are says how many there are."""
+    import reasoning_gym
+
+    one_digit = {
+        "min_terms": 2,
+        "max_terms": 2,
+        "min_digits": 1,
+        "max_digits": 1,
+        "operators": ["+"],
+        "allow_negation": False,
+        "allow_parentheses": False,
+    }
+    task = task_of(options=one_digit, test_size=64, train_size=32)
+    splits = {s: task.problems(s) for s in ("test", "train", "shots")}
+    assert {s: len(p) for s, p in splits.items()} == {"test": 64, "train": 32, "shots": 8}
+    questions = [p.question for s in splits.values() for p in s]
+    assert len(set(questions)) == len(questions)
+    many = reasoning_gym.create_dataset("basic_arithmetic", **one_digit, seed=1, size=5000)
+    distinct = len({many[i]["question"] for i in range(5000)})
+    with pytest.raises(
+        UserError, match=rf"task\.train_size: .* has {distinct} distinct questions.*100 test \+ 32 train"
+    ):
+        task_of(options=one_digit, test_size=100, train_size=32).problems("train")
+    with pytest.raises(
+        UserError, match=rf"task\.test_size: .* has {distinct} distinct questions, fewer than the 500"
+    ):
+        task_of(options=one_digit, test_size=500, train_size=0).problems("test")
+
+
 # ---------------------------------------------------------------- extraction
 
 

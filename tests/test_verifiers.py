@@ -564,6 +564,32 @@ def test_every_strategy_is_registered():
     assert {"mc", "cot_binary", "cot_score", "tournament", "ensemble", "oracle"} <= set(VERIFIERS)
 
 
+def test_a_strategy_of_ones_own_registers_and_joins_an_ensemble():
+    """The registry seam: a registered class is a strategy a config may name, an ensemble member too;
+    a name registered twice is refused."""
+    from trainer.verifiers import Verifier, VerifierResult, register
+
+    @register("length")
+    class LengthVerifier(Verifier):  # the longer the completion, the better (a toy strategy)
+        needs_model = False
+
+        def score(self, rows: pd.DataFrame) -> VerifierResult:
+            n = rows["completion"].str.len().to_numpy(dtype=float)
+            return VerifierResult(scores=n / n.max())
+
+    try:
+        ensemble = VerifierConfig("ensemble", options={"members": ["oracle", "length"], "combine": "mean"})
+        validate_verifiers([VerifierConfig("length"), ensemble])
+        rows = pd.DataFrame({"completion": ["Answer: 4", "It is 4. Answer: 4"], "correct": [True, False]})
+        ctx = VerifyContext(None, None, "chat", None)
+        got = make_verifier(ensemble, ctx).score(rows).scores
+        np.testing.assert_allclose(got, [(1 + 9 / 18) / 2, (0 + 1) / 2])
+        with pytest.raises(ValueError, match="'length' is registered twice"):
+            register("length")(type("Other", (Verifier,), {}))
+    finally:
+        VERIFIERS.pop("length")
+
+
 # ---------------------------------------------------------------- ensembles
 
 
@@ -688,9 +714,10 @@ def test_measure_gap_runs_every_strategy_from_the_command_line(tmp_path):
 
     import yaml
 
+    from core.config import read_config
     from tests.conftest import HAS_VLLM, ROOT
 
-    cfg = yaml.safe_load((ROOT / "recipes" / "configs" / "gap_strategies.yaml").read_text())
+    cfg = read_config(ROOT / "recipes" / "configs" / "gap_strategies.yaml")  # with its base's keys
     # one entry per strategy (the shipped config also has an mc-mode tournament: tested above)
     cfg["verifiers"] = [
         v for v in cfg["verifiers"] if not (isinstance(v, dict) and v.get("id") == "tournament_mc")

@@ -9,6 +9,8 @@ beside the code they configure (imported here so one module names every key):
     SFTOptions        trainer/distill.py         distillation with TRL SFT
     SaturationConfig  eval/saturation.py         the stopping rules
 
+Every recipe that measures starts from `RecipeConfig`: its seed and its bootstrap settings (`boot`).
+
 `python recipes/<recipe>.py --help` prints every key of a recipe with its type, default and help;
 loading, overrides and validation are `core.config`'s.
 """
@@ -18,8 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.config import Problems, from_dict, knob, load_config, merge, one_of, to_dict
+from core.config import Problems, from_dict, knob, load_config, merge, one_of, read_config, to_dict
 from core.errors import UserError
+from eval.metrics import CI_METHODS, Bootstrap
 from eval.saturation import SaturationConfig
 from eval.tasks import TaskConfig
 from trainer.distill import SFTOptions
@@ -36,6 +39,7 @@ __all__ = [
     "FilterConfig",
     "GapConfig",
     "IterateConfig",
+    "RecipeConfig",
     "SFTOptions",
     "SamplingConfig",
     "SaturationConfig",
@@ -50,11 +54,35 @@ __all__ = [
     "to_dict",
 ]
 
-CI_METHODS = ("percentile", "bca")
+
+@dataclass
+class RecipeConfig:
+    """The keys every recipe that measures shares: its seed, and how every interval is made."""
+
+    seed: int = knob(0, "seeds the data, the sampling (a study's training too) and every bootstrap")
+    bootstrap: int = knob(1000, "bootstrap resamples (over prompts) for every interval; 0: none")
+    confidence: float = knob(0.95, "the confidence level of every interval (and of a study's stopping rules)")
+    ci_method: str = knob(
+        "percentile", "percentile | bca (bias-corrected and accelerated); a scaling fit's slope: percentile"
+    )
+
+    @property
+    def boot(self) -> Bootstrap:
+        """The bootstrap settings, as the interval functions take them (eval/metrics.py)."""
+        return Bootstrap(
+            n_boot=self.bootstrap, confidence=self.confidence, seed=self.seed, method=self.ci_method
+        )
+
+    def validate(self, key: str = "") -> None:
+        if not 0 < self.confidence < 1:
+            raise UserError(f"confidence: must be in (0, 1), got {self.confidence}")
+        one_of("ci_method", self.ci_method, CI_METHODS)
+        if self.bootstrap < 0:
+            raise UserError(f"bootstrap: must be >= 0 (0: no intervals), got {self.bootstrap}")
 
 
 @dataclass
-class GapConfig:
+class GapConfig(RecipeConfig):
     """recipes/measure_gap.py: the generation-verification gap of one model on one task."""
 
     model: str = knob(
@@ -68,25 +96,21 @@ class GapConfig:
         help="the verification strategies, each scored on every sample; the first is the headline",
     )
     filter: FilterConfig = knob(factory=FilterConfig, help="")
-    seed: int = knob(0, "seeds the data, the sampling and every bootstrap")
     output_dir: str = knob("runs/gap", "where the run's files go; the same command resumes from them")
-    bootstrap: int = knob(1000, "bootstrap resamples (over prompts) for every interval; 0: none")
-    confidence: float = knob(0.95, "the confidence level of every interval")
-    ci_method: str = knob("percentile", "percentile | bca (bias-corrected and accelerated)")
 
     def validate(self, key: str = "") -> None:
         problems = Problems()
         with problems.check():
-            check_verifiers(self)
+            check_verifiers(self.verifiers, self.task)
         with problems.check():
-            check_token_budget(self)
+            check_token_budget(self.engine, {"sampling": self.sampling}, listed(self.verifiers))
         with problems.check():
-            check_intervals(self)
+            super().validate(key)
         problems.raise_any()
 
 
 @dataclass
-class IterateConfig:
+class IterateConfig(RecipeConfig):
     """recipes/iterate.py: rounds of sample -> self-verify -> filter -> distill -> evaluate."""
 
     model: str = knob(
@@ -104,7 +128,6 @@ class IterateConfig:
     sft: SFTOptions = knob(factory=SFTOptions, help="")
     saturation: SaturationConfig = knob(factory=SaturationConfig, help="")
     rounds: int = knob(3, "training rounds after round 0 (which evaluates the starting model)")
-    seed: int = knob(0, "seeds the data, every round's sampling and SFT, and every bootstrap")
     train_seed: int | None = knob(
         None,
         "seeds every round's sampling, the random control's draws and SFT in place of `seed`, which "
@@ -115,9 +138,6 @@ class IterateConfig:
     wandb_project: str = knob("mindgap", "the W&B project")
     wandb_group: str | None = knob(None, "the W&B group of the run (recipes/compare.py: one per comparison)")
     run_name: str | None = knob(None, "the W&B run name; defaults to the study folder's name")
-    bootstrap: int = knob(1000, "bootstrap resamples (over prompts) for every interval; 0: none")
-    confidence: float = knob(0.95, "the confidence level of every interval (and of the stopping rules)")
-    ci_method: str = knob("percentile", "percentile | bca (bias-corrected and accelerated)")
     log_samples: int = knob(16, "rows of the W&B table of sample generations per round")
 
     @property
@@ -128,7 +148,12 @@ class IterateConfig:
     def validate(self, key: str = "") -> None:
         problems = Problems()
         with problems.check():
-            GapConfig.validate(self)  # type: ignore[arg-type]
+            check_verifiers(self.verifiers, self.task)
+        with problems.check():
+            sampling = {"sampling": self.sampling, "eval_sampling": self.eval_sampling}
+            check_token_budget(self.engine, sampling, listed(self.verifiers))
+        with problems.check():
+            super().validate(key)
         with problems.check():
             one_of("report_to", self.report_to, ("wandb", "none"))
         if self.rounds < 0:
@@ -137,7 +162,7 @@ class IterateConfig:
 
 
 @dataclass
-class CrossVerifyConfig:
+class CrossVerifyConfig(RecipeConfig):
     """recipes/cross_verify.py: a generator × verifier matrix of generation-verification gaps."""
 
     generators: list[str] = knob(factory=lambda: [DEFAULT_MODEL], help="the models that sample")
@@ -147,15 +172,7 @@ class CrossVerifyConfig:
     sampling: SamplingConfig = knob(factory=SamplingConfig, help="")
     engine: EngineConfig = knob(factory=EngineConfig, help="")
     filter: FilterConfig = knob(factory=FilterConfig, help="")
-    seed: int = knob(0, "seeds the data, the sampling and every bootstrap")
     output_dir: str = knob("runs/cross_verify", "where the matrix's files go; the same command resumes")
-    bootstrap: int = knob(1000, "bootstrap resamples (over prompts) for every interval; 0: none")
-    confidence: float = knob(0.95, "the confidence level of every interval")
-    ci_method: str = knob("percentile", "percentile | bca (bias-corrected and accelerated)")
-
-    @property
-    def verifiers(self) -> list[VerifierConfig]:
-        return [self.verifier]
 
     def validate(self, key: str = "") -> None:
         problems = Problems()
@@ -173,9 +190,9 @@ class CrossVerifyConfig:
         with problems.check():
             check_verifier(self.verifier, "verifier")
         with problems.check():
-            check_token_budget(self)
+            check_token_budget(self.engine, {"sampling": self.sampling}, {"verifier": self.verifier})
         with problems.check():
-            check_intervals(self)
+            super().validate(key)
         problems.raise_any()
 
 
@@ -184,7 +201,7 @@ SAMPLED_VERDICTS = ("cot_binary", "cot_score")
 
 
 @dataclass
-class VerifyComputeConfig:
+class VerifyComputeConfig(RecipeConfig):
     """recipes/verify_compute.py: the gap against the number of verifications averaged per generation."""
 
     model: str = knob(
@@ -206,11 +223,7 @@ class VerifyComputeConfig:
         factory=lambda: [FilterConfig("threshold", tau=0.5), FilterConfig("quantile", q=0.5)],
         help="each k is filtered by each of these (the scores are the same; only the kept sets differ)",
     )
-    seed: int = knob(0, "seeds the data, the sampling and every bootstrap")
     output_dir: str = knob("runs/verify_compute", "where the run's files go; the same command resumes")
-    bootstrap: int = knob(1000, "bootstrap resamples (over prompts) for every interval; 0: none")
-    confidence: float = knob(0.95, "the confidence level of every interval")
-    ci_method: str = knob("percentile", "percentile | bca (bias-corrected and accelerated)")
 
     @property
     def sampled_verifier(self) -> VerifierConfig:
@@ -218,10 +231,6 @@ class VerifyComputeConfig:
         import dataclasses
 
         return dataclasses.replace(self.verifier, options={**self.verifier.options, "samples": self.verdicts})
-
-    @property
-    def verifiers(self) -> list[VerifierConfig]:
-        return [self.sampled_verifier]
 
     def validate(self, key: str = "") -> None:
         problems = Problems()
@@ -261,9 +270,9 @@ class VerifyComputeConfig:
                     f"aside, but task.shots_size is {self.task.shots_size}; raise task.shots_size"
                 )
         with problems.check():
-            check_token_budget(self)
+            check_token_budget(self.engine, {"sampling": self.sampling}, {"verifier": self.sampled_verifier})
         with problems.check():
-            check_intervals(self)
+            super().validate(key)
         problems.raise_any()
 
 
@@ -293,7 +302,7 @@ class ScalingModel:
 
 
 @dataclass
-class ScalingConfig:
+class ScalingConfig(RecipeConfig):
     """recipes/scaling.py: the gap of several models on one task and verifier, against pretraining compute."""
 
     models: list[ScalingModel] = knob(
@@ -310,19 +319,7 @@ class ScalingConfig:
     oracle: bool = knob(
         True, "score the oracle beside the verifier in each model's run: its ceiling, in its metrics.json"
     )
-    seed: int = knob(0, "seeds the data, the sampling and every bootstrap")
     output_dir: str = knob("runs/scaling", "a folder per model (a measure_gap run) and the fit; resumes")
-    bootstrap: int = knob(
-        1000, "bootstrap resamples (over prompts) for every interval and the slope; 0: none"
-    )
-    confidence: float = knob(0.95, "the confidence level of every interval")
-    ci_method: str = knob(
-        "percentile", "percentile | bca: the per-model intervals (the slope's is percentile)"
-    )
-
-    @property
-    def verifiers(self) -> list[VerifierConfig]:
-        return [self.verifier]
 
     def labels(self) -> list[str]:
         """Each model's name (its reference where no name is given)."""
@@ -345,9 +342,9 @@ class ScalingConfig:
         with problems.check():
             check_verifier(self.verifier, "verifier")
         with problems.check():
-            check_token_budget(self)
+            check_token_budget(self.engine, {"sampling": self.sampling}, {"verifier": self.verifier})
         with problems.check():
-            check_intervals(self)
+            super().validate(key)
         problems.raise_any()
 
 
@@ -374,7 +371,7 @@ class ConditionConfig:
 class CompareConfig:
     """recipes/compare.py: the same study under several conditions, compared with a control."""
 
-    base: str | None = knob(None, "a study config file (recipes/configs/*.yaml) the conditions start from")
+    base: str | None = knob(None, "the study config file the conditions start from (relative to this file)")
     study: dict = knob(factory=dict, help="study keys applied to every condition")
     conditions: list[ConditionConfig] = knob(factory=list, help="the conditions, each a study of its own")
     control: str = knob("random", "the condition every other one is compared with")
@@ -396,6 +393,8 @@ class CompareConfig:
             raise UserError(f"conditions: '{dup[0]}' appears twice; give each condition its own name")
         if self.control not in names:
             raise UserError(f"control: '{self.control}' is not one of the conditions ({', '.join(names)})")
+        if self.base is not None and not Path(self.base).is_file():
+            raise UserError(f"base: file {self.base} does not exist; name a study config file")
         for i, c in enumerate(self.conditions):
             if c.control is not None and (c.control not in names or c.control == c.name):
                 raise UserError(
@@ -405,8 +404,6 @@ class CompareConfig:
     def controls(self) -> dict[str, str]:
         """Each condition's control, where it is not the comparison's own."""
         return {c.name: c.control for c in self.conditions if c.control is not None}
-        if self.base is not None and not Path(self.base).is_file():
-            raise UserError(f"base: file {self.base} does not exist; name a study config file")
 
     def studies(self) -> dict[str, list[IterateConfig]]:
         """Each condition's study configs, one per replicate, validated (a mistake names the
@@ -415,12 +412,10 @@ class CompareConfig:
         round of every condition unless a condition sets `saturation.stop` itself."""
         import copy
 
-        import yaml
-
         base: dict = to_dict(IterateConfig())
         base["saturation"]["stop"] = False  # a rule firing in one condition must not shorten it
         if self.base:
-            merge(base, yaml.safe_load(Path(self.base).read_text()) or {})
+            merge(base, read_config(self.base))
         try:
             merge(base, copy.deepcopy(self.study))
             from_dict(IterateConfig, copy.deepcopy(base))
@@ -466,46 +461,40 @@ class CompareConfig:
 # ---------------------------------------------------------------- checks across sections
 
 
-def check_verifiers(cfg) -> None:
+def listed(verifiers: list[VerifierConfig]) -> dict[str, VerifierConfig]:
+    """A list of verifiers by their config keys (`verifiers.<i>`)."""
+    return {f"verifiers.{i}": v for i, v in enumerate(verifiers)}
+
+
+def check_verifiers(verifiers: list[VerifierConfig], task: TaskConfig) -> None:
     """The verifiers: at least one, distinct ids, options right, enough worked examples set aside."""
     from trainer.verifiers import validate_verifiers
 
-    if not cfg.verifiers:
+    if not verifiers:
         raise UserError("verifiers: list at least one verifier, e.g. [mc, oracle]")
-    ids = [v.id or v.name for v in cfg.verifiers]
+    ids = [v.id or v.name for v in verifiers]
     dup = {i for i in ids if ids.count(i) > 1}
     if dup:
         raise UserError(f"verifiers: {sorted(dup)} appear twice; give each an `id`")
-    validate_verifiers(cfg.verifiers)
-    for i, v in enumerate(cfg.verifiers):
-        if v.n_shots > cfg.task.shots_size and not v.options.get("examples"):
+    validate_verifiers(verifiers)
+    for i, v in enumerate(verifiers):
+        if v.n_shots > task.shots_size and not v.options.get("examples"):
             raise UserError(
                 f"verifiers.{i}.n_shots: {v.n_shots} worked examples need as many problems set aside, "
-                f"but task.shots_size is {cfg.task.shots_size}; raise task.shots_size"
+                f"but task.shots_size is {task.shots_size}; raise task.shots_size"
             )
 
 
-def check_intervals(cfg) -> None:
-    if not 0 < cfg.confidence < 1:
-        raise UserError(f"confidence: must be in (0, 1), got {cfg.confidence}")
-    one_of("ci_method", cfg.ci_method, CI_METHODS)
-    if cfg.bootstrap < 0:
-        raise UserError(f"bootstrap: must be >= 0 (0: no intervals), got {cfg.bootstrap}")
-
-
-def check_token_budget(cfg) -> None:
-    """Every generation budget fits the engine's context: engine.max_model_len holds the prompt and
-    the generated tokens, so a budget at or above it could never be spent (and would be cut short)."""
-    limit = cfg.engine.max_model_len
-    budgets = [
-        (f"{name}.max_tokens", getattr(cfg, name).max_tokens)
-        for name in ("sampling", "eval_sampling")
-        if hasattr(cfg, name)
-    ]
-    single = hasattr(cfg, "verifier")  # cross_verify: one `verifier`
-    for i, v in enumerate(cfg.verifiers):
+def check_token_budget(
+    engine: EngineConfig, sampling: dict[str, SamplingConfig], verifiers: dict[str, VerifierConfig]
+) -> None:
+    """Every generation budget (of `sampling` and of `verifiers`, each by its config key) fits the
+    engine's context: engine.max_model_len holds the prompt and the generated tokens, so a budget at or
+    above it could never be spent (and would be cut short)."""
+    limit = engine.max_model_len
+    budgets = [(f"{key}.max_tokens", s.max_tokens) for key, s in sampling.items()]
+    for key, v in verifiers.items():
         if isinstance(v.options.get("max_tokens"), int):
-            key = "verifier" if single else f"verifiers.{i}"
             budgets.append((f"{key}.options.max_tokens", v.options["max_tokens"]))
     for key, budget in budgets:
         if budget >= limit:

@@ -243,7 +243,7 @@ class Study:
         # would learn to stop mid-thought where the token budget ran out).
         distilled = kept if self.cfg.sft.train_on_truncated else kept[~truncated[rows["kept"]]]
         on_train = verifier_metrics(
-            rows, self.cfg.verifiers[0].column, rows["kept"].to_numpy(dtype=float), **self.boot
+            rows, self.cfg.verifiers[0].column, rows["kept"].to_numpy(dtype=float), **self.cfg.boot
         )
         train = {
             "sampled": len(rows),
@@ -419,19 +419,9 @@ class Study:
         rows, costs = self.verify(stages["eval_verification"], rows, checkpoint)
         rows = self.select(stages["eval"], rows, seed)
         ids = [v.id or v.name for v in self.cfg.verifiers]
-        return rows, summarize(rows, ids, costs, **self.boot)
+        return rows, summarize(rows, ids, costs, **self.cfg.boot)
 
     # ------------------------------------------------------------------ bookkeeping
-
-    @property
-    def boot(self) -> dict:
-        cfg = self.cfg
-        return {
-            "n_boot": cfg.bootstrap,
-            "confidence": cfg.confidence,
-            "seed": cfg.seed,
-            "method": cfg.ci_method,
-        }
 
     def timed(self, seconds: dict, name: str, t: int):
         """A stage shown on the console and timed into `seconds[name]`."""
@@ -580,18 +570,27 @@ def dist_timeout():
 
 
 def _merge_costs(per_rank: list[dict[str, dict]]) -> dict[str, dict]:
-    """One cost record per verifier from every rank's: counts add up, seconds are the slowest rank's."""
+    """One cost record per verifier from every rank's: counts add up, seconds are the slowest rank's,
+    and `verdict_mass` is the mean over every rank's items: each rank's mean weighted by the count it is
+    over, the rank's `calls` where its record counts them (a tournament's comparisons), else its `rows`
+    (mc: one verdict per row). A rank without a verdict mass (it scored nothing) carries no weight."""
     merged: dict[str, dict] = {}
+    mass: dict[str, list[tuple[float, int]]] = {}
     for costs in per_rank:
         for vid, cost in costs.items():
             into = merged.setdefault(vid, {})
             for key, value in cost.items():
-                if key not in into:
+                if key == "verdict_mass":
+                    if value is not None:
+                        mass.setdefault(vid, []).append((float(value), int(cost.get("calls", cost["rows"]))))
+                    into.setdefault(key, None)
+                elif key not in into:
                     into[key] = value
-                elif key == "verdict_mass":  # a mean over rows: the ranks' mean (their shares are even)
-                    into[key] = (into[key] + value) / 2 if None not in (into[key], value) else None
                 elif isinstance(value, (int, float)) and not isinstance(value, bool):
                     into[key] = max(into[key], value) if "seconds" in key else into[key] + value
+    for vid, pairs in mass.items():
+        count = sum(n for _, n in pairs)
+        merged[vid]["verdict_mass"] = sum(m * n for m, n in pairs) / count if count else None
     return merged
 
 

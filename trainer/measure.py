@@ -23,6 +23,7 @@ import pandas as pd
 from core.config import to_dict
 from core.io import read_json, write_json, write_parquet, write_text
 from eval.gap import summarize, unparseable
+from eval.metrics import Bootstrap
 from trainer.config import CrossVerifyConfig, GapConfig, ScalingConfig, VerifyComputeConfig
 from trainer.models import count_parameters, resolve_model
 from trainer.run import ENGINE_RESUMABLE, prepare_prompts, seed_everything
@@ -120,7 +121,7 @@ def measure_gap(cfg: GapConfig, log=print) -> dict:
     finally:
         engine.close()
     ids = [v.id or v.name for v in cfg.verifiers]
-    metrics = summarize(rows, ids, costs, **boot(cfg))
+    metrics = summarize(rows, ids, costs, **cfg.boot)
     metrics["config"] = to_dict(cfg)
     metrics["engine_dtype"] = engine_dtype(metrics["config"])
     metrics["seconds"] = stage_seconds(run)
@@ -130,11 +131,6 @@ def measure_gap(cfg: GapConfig, log=print) -> dict:
 
         plot_score_correlation(metrics["score_correlations"], run.out / "plots" / "score_correlation.png")
     return metrics
-
-
-def boot(cfg) -> dict:
-    """The bootstrap settings of a config, as `summarize` takes them."""
-    return {"n_boot": cfg.bootstrap, "confidence": cfg.confidence, "seed": cfg.seed, "method": cfg.ci_method}
 
 
 # ---------------------------------------------------------------- cross-verification
@@ -232,7 +228,7 @@ def _matrix_records(cfg: CrossVerifyConfig, run: RunFolder, cells: dict) -> list
     for g in cfg.generators:
         for v in cfg.verifier_models:
             rows, costs = (run.read(cells[g, v], o) for o in cells[g, v].outputs)
-            metrics = summarize(rows, [vid], costs, **boot(cfg))
+            metrics = summarize(rows, [vid], costs, **cfg.boot)
             write_json(run.path(cells[g, v], "metrics.json"), metrics)
             vm = metrics["verifiers"][vid]
             records.append(
@@ -346,9 +342,9 @@ def verify_compute(cfg: VerifyComputeConfig, log=print) -> list[dict]:
     for filt in cfg.filters:
         label = filt.label
         kept = select_rows(rows, per_k, filt, cfg.seed)
-        summary = summarize(kept, [*ids, "oracle"], k_costs, **boot(cfg))
+        summary = summarize(kept, [*ids, "oracle"], k_costs, **cfg.boot)
         metrics["filters"][label] = summary
-        records += [{"filter": label, **r} for r in compute_records(kept, summary, ids, boot(cfg))]
+        records += [{"filter": label, **r} for r in compute_records(kept, summary, ids, cfg.boot)]
         for i in [*ids, "oracle"]:
             selection[f"kept_{i}_{label}"] = kept[f"kept_{i}"]
     write_parquet(out / "selection.parquet", selection)
@@ -363,7 +359,7 @@ def verify_compute(cfg: VerifyComputeConfig, log=print) -> list[dict]:
     return records
 
 
-def compute_records(rows: pd.DataFrame, metrics: dict, ids: list[str], boot: dict) -> list[dict]:
+def compute_records(rows: pd.DataFrame, metrics: dict, ids: list[str], boot: Bootstrap) -> list[dict]:
     """One record per k (`ids`: k1, k2, ...) and the oracle: gap, relative gap, AUROC, kept precision,
     tokens, and for each k after the first its paired difference from the first (the same
     generations; the same prompts in every resample)."""

@@ -121,7 +121,8 @@ def verify_rows(
     pool: VerifierPool,
     keys: list[str] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, dict]]:
-    """Add a score column per verifier; return the rows and each verifier's cost. `keys` are the
+    """Add a score column per verifier; return the rows and each verifier's cost (tokens, seconds, the
+    rows it scored, and the verifier's own diagnostics). `keys` are the
     verifiers' config keys that run-time errors name (default `verifiers.<i>`). A verifier that samples
     its verifications (cot_binary, cot_score) also adds each one's score and token cost as list columns
     `verdicts_<id>` and `verdict_tokens_<id>` (score_<id> is the mean of the parsed ones)."""
@@ -140,6 +141,7 @@ def verify_rows(
         costs[cfg.id or cfg.name] = {
             "tokens": int(result.tokens),
             "seconds": round(result.seconds or time.perf_counter() - start, 3),
+            "rows": len(rows),  # what the record's means (verdict_mass) are over, to weigh ranks by
             **result.extra,
         }
     return rows, costs

@@ -33,10 +33,11 @@ class Tracker:
 
     Besides the scalars (every metric flattened, with its CI bounds), each round logs the pass@k curve
     of every round so far as one line-series chart (k on the x axis, a line per round: effective
-    diversity collapsing shows as the curves crossing), the held-out recall on correct samples by how
-    common their answer is as another (answer-share bucket on the x axis, a line per round: a verifier
-    that fails on rare correct answers shows as a curve rising to the right), and a table of sample
-    generations. Runs of one comparison share a W&B `group`.
+    diversity collapsing shows as the curves crossing), what the verifier adds to the held-out recall on
+    correct samples by how common their answer is as another (recall minus a no-signal verifier's at
+    the same budget; answer-share bucket on the x axis, a line per round: a verifier that fails on rare
+    correct answers shows as a curve rising to the right), and a table of sample generations. Runs of
+    one comparison share a W&B `group`.
     """
 
     def __init__(
@@ -51,7 +52,7 @@ class Tracker:
     ):
         self.run = None
         self.curves: dict[int, dict[int, float]] = {}  # round -> {k: pass@k}
-        self.recalls: dict[int, list[float | None]] = {}  # round -> held-out recall per answer-share bucket
+        self.recalls: dict[int, list[float | None]] = {}  # round -> held-out lift per answer-share bucket
         if report_to == "none":
             return
         if report_to != "wandb":
@@ -97,7 +98,8 @@ class Tracker:
                 xs=list(range(1, len(ANSWER_SHARE_BUCKETS) + 1)),
                 ys=[self.recalls[t] for t in sorted(self.recalls)],
                 keys=[f"round {t}" for t in sorted(self.recalls)],
-                title="held-out recall on correct samples by answer share (1 singleton, 2 ≤25%, 3 ≤50%, 4 >50%)",
+                title="held-out recall on correct samples minus a no-signal verifier's, by answer share "
+                "(1 singleton, 2 ≤25%, 3 ≤50%, 4 >50%)",
                 xname="answer share bucket",
             )
         self.run.log(data, step=round_idx)
@@ -110,7 +112,7 @@ class Tracker:
         recall = metrics.get("rare_answer_recall")
         if recall:
             self.recalls[round_idx] = [
-                ((recall.get(b) or {}).get("recall") or {}).get("value") for b in ANSWER_SHARE_BUCKETS
+                ((recall.get(b) or {}).get("lift") or {}).get("value") for b in ANSWER_SHARE_BUCKETS
             ]
 
     def log_summary(self, summary: dict) -> None:

@@ -35,12 +35,14 @@ class SamplingConfig:
 
 @dataclass
 class EngineConfig:
-    """The inference backend that samples and scores."""
+    """The inference backend that samples and scores: the backend and its precision, vLLM's memory and
+    parallelism, and the vLLM server (backend vllm_server), each a group of keys in `--help`."""
 
     backend: str = knob(
         "auto",
         "vllm (one engine in each process) | vllm_server (a vLLM server mindgap starts or connects to: "
         "vLLM's own tensor/data parallelism) | hf | auto (vllm where installed)",
+        group="backend and precision",
     )
     dtype: str = knob(
         "auto",
@@ -53,6 +55,7 @@ class EngineConfig:
         None,
         "vllm on GPU: the engine's share of GPU memory; null: 0.7 when it sleeps during SFT "
         "(sleep_during_training), else 0.35 (room left for SFT); 0.9 for a server on GPUs of its own",
+        group="vLLM memory, compilation and parallelism",
     )
     enforce_eager: bool = knob(
         True, "vllm: skip graph capture and compilation (start-up dominates small studies)"
@@ -73,6 +76,7 @@ class EngineConfig:
         None,
         "vllm_server: connect to this running server (http://host:port; started with "
         "VLLM_SERVER_DEV_MODE=1 so weights can be swapped) instead of starting one",
+        group="vLLM server (backend vllm_server)",
     )
     server_gpus: str | None = knob(
         None,

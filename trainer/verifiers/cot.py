@@ -26,6 +26,7 @@ from core.errors import UserError
 from eval.prompts import text_start
 from trainer.verifiers.base import TEMPLATES, Verifier, VerifierConfig, VerifierResult, VerifyContext
 from trainer.verifiers.parsing import Options, apply_rule, cut_at, parse_score, parse_verdict
+from trainer.verifiers.registry import register
 
 GENERATION_OPTIONS = ("max_tokens", "temperature", "top_p", "samples", "unparseable", "examples")
 
@@ -283,6 +284,7 @@ class _CoTVerifier(PromptedVerifier):
         )
 
 
+@register("cot_binary")
 class CoTBinaryVerifier(_CoTVerifier):
     """CoT-binary: reason, then `Verdict: Correct|Incorrect`; score 1 / 0 (the mean over samples).
 
@@ -322,6 +324,7 @@ class CoTBinaryVerifier(_CoTVerifier):
         return {"verdict": self.yes[0] if right else self.no[0]}
 
 
+@register("cot_score")
 class CoTScoreVerifier(_CoTVerifier):
     """CoT-score: reason, then `Score: N` from 1 to 10; the mean over samples, rescaled to [0, 1].
 

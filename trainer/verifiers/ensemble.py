@@ -30,6 +30,7 @@ from core.config import from_dict
 from core.errors import UserError
 from trainer.verifiers.base import Verifier, VerifierConfig, VerifierResult, VerifyContext
 from trainer.verifiers.parsing import Options
+from trainer.verifiers.registry import VERIFIERS, check_verifier, make_verifier, register
 
 COMBINES = ("mean", "product", "all")
 
@@ -69,8 +70,6 @@ def combine_scores(matrix: np.ndarray, how: str, rule: str = "abstain", threshol
 
 def parse_members(cfg: VerifierConfig, key: str, earlier_ids: tuple[str, ...] | None = None) -> list[Member]:
     """The ensemble's members, checked. `earlier_ids`: ids listed before it (None: not known here)."""
-    from trainer.verifiers import VERIFIERS, check_verifier
-
     where = f"{key}.options.members"
     value = cfg.options.get("members")
     if not isinstance(value, list) or len(value) < 2:
@@ -104,6 +103,7 @@ def parse_members(cfg: VerifierConfig, key: str, earlier_ids: tuple[str, ...] | 
     return members
 
 
+@register("ensemble")
 class EnsembleVerifier(Verifier):
     """Ensemble: combines its members' scores (each in [0, 1]) into one.
 
@@ -144,8 +144,6 @@ class EnsembleVerifier(Verifier):
         cls(cfg, VerifyContext(None, None, "chat", None), key, tuple(earlier_ids))
 
     def score(self, rows: pd.DataFrame) -> VerifierResult:
-        from trainer.verifiers import VERIFIERS, make_verifier
-
         columns, shared = [], []
         tokens, seconds, member_unparseable = 0, 0.0, 0
         for m in self.members:

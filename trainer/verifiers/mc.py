@@ -21,8 +21,10 @@ import pandas as pd
 from core.errors import UserError
 from eval.prompts import text_start
 from trainer.verifiers.base import Verifier, VerifierResult
+from trainer.verifiers.registry import register
 
 
+@register("mc")
 class MCVerifier(Verifier):
     """MC: P(yes) / (P(yes) + P(no)) of the two verdict words after the verification prompt.
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pandas as pd
 
 from trainer.verifiers.base import Verifier, VerifierResult
+from trainer.verifiers.registry import register
 
 
+@register("oracle")
 class OracleVerifier(Verifier):
     needs_model = False
 

@@ -27,6 +27,7 @@ import pandas as pd
 from trainer.verifiers.base import VerifierResult
 from trainer.verifiers.cot import PromptedVerifier, example_answers
 from trainer.verifiers.parsing import Options, parse_choice
+from trainer.verifiers.registry import register
 
 LABELS = ("A", "B")
 Judge = Callable[[list[tuple[int, int]]], Sequence[float]]
@@ -148,6 +149,7 @@ def _advance(
     return [winner]
 
 
+@register("tournament")
 class TournamentVerifier(PromptedVerifier):
     """Tournament: each prompt's generations meet in single-elimination pairwise comparisons.
 
