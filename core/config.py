@@ -96,9 +96,9 @@ def load_config(cls: type[C], argv: list[str] | None = None, default_config: str
             raise UserError(
                 f"--config: {config_path} must hold a mapping of keys, not {type(loaded).__name__}"
             )
-        merge(data, loaded)
+        merge(data, rename_old_keys(cls, loaded))
     for key, value in overrides:
-        _set_dotted(data, key, value)
+        _set_dotted(data, _new_key(cls, key), value)
     return from_dict(cls, data, source=config_path)
 
 
@@ -122,6 +122,38 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: to_dict(v) for k, v in obj.items()}
     return obj
+
+
+def rename_old_keys(cls: type, data: Any) -> Any:
+    """`data`, one layer of a `cls` config (a file's mapping, a comparison's overrides), with the
+    top-level keys `cls` has renamed moved to their new place: `cls.renamed` maps an old key to its
+    new dotted one (`{"sft": "update.sft"}`), so configs written before the rename keep working.
+    Rename each layer before merging it, so that later layers still override earlier ones."""
+    renamed = getattr(cls, "renamed", {})
+    if not isinstance(data, dict) or not any(old in data for old in renamed):
+        return data
+    data = dict(data)
+    for old, new in renamed.items():
+        if old not in data:
+            continue
+        value, node, parts = data.pop(old), data, new.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            child = {"name": child} if isinstance(child, str) else child  # `update: sft` shorthand
+            node[part] = dict(child) if isinstance(child, dict) else {}
+            node = node[part]
+        if parts[-1] in node:
+            raise UserError(f"{old}: the old name of {new}; set one of them, not both")
+        node[parts[-1]] = value
+    return data
+
+
+def _new_key(cls: type, key: str) -> str:
+    """A dotted override key with a renamed top-level key replaced (`sft.epochs` -> `update.sft.epochs`)."""
+    for old, new in getattr(cls, "renamed", {}).items():
+        if key == old or key.startswith(old + "."):
+            return new + key[len(old) :]
+    return key
 
 
 def merge(base: dict, update: dict) -> None:
@@ -300,8 +332,12 @@ def _build(cls: type[C], data: Any, key: str, source: str | None, problems: Prob
         problems.add(f"{key or 'config'}: expected a mapping{where}, got {data!r}")
         return cls()
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    renamed = getattr(cls, "renamed", {})
     for name in sorted(set(data) - set(fields)):
         full = f"{key}.{name}" if key else name
+        if name in renamed:
+            problems.add(f"{full}: renamed to {renamed[name]}{where}; move it there")
+            continue
         problems.add(
             f"unknown config key '{full}'{where}; valid keys{' under ' + key if key else ''}: "
             f"{', '.join(sorted(fields))}"

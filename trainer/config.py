@@ -6,7 +6,9 @@ beside the code they configure (imported here so one module names every key):
     EngineConfig      trainer/samplers/base.py   the inference backend
     VerifierConfig    trainer/verifiers/base.py  one verification strategy (its `options`: the strategy)
     FilterConfig      trainer/filters.py         which samples a verifier's scores keep
-    SFTOptions        trainer/distill.py         distillation with TRL SFT
+    UpdateConfig      trainer/update/__init__.py the update rule and each rule's options:
+      SFTOptions      trainer/distill.py           sft: distillation with TRL SFT
+      DPOOptions      trainer/update/dpo.py        dpo: preference pairs with TRL DPO
     SaturationConfig  eval/saturation.py         the stopping rules
 
 `python recipes/<recipe>.py --help` prints every key of a recipe with its type, default and help;
@@ -17,8 +19,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
-from core.config import Problems, from_dict, knob, load_config, merge, one_of, to_dict
+from core.config import Problems, from_dict, knob, load_config, merge, one_of, rename_old_keys, to_dict
 from core.errors import UserError
 from eval.saturation import SaturationConfig
 from eval.tasks import TaskConfig
@@ -26,12 +29,14 @@ from trainer.distill import SFTOptions
 from trainer.filters import FilterConfig
 from trainer.models import DEFAULT_MODEL
 from trainer.samplers.base import EngineConfig, SamplingConfig
+from trainer.update import DPOOptions, UpdateConfig, check_update
 from trainer.verifiers.base import VerifierConfig
 
 __all__ = [
     "CompareConfig",
     "ConditionConfig",
     "CrossVerifyConfig",
+    "DPOOptions",
     "EngineConfig",
     "FilterConfig",
     "GapConfig",
@@ -42,6 +47,7 @@ __all__ = [
     "ScalingConfig",
     "ScalingModel",
     "TaskConfig",
+    "UpdateConfig",
     "VerifierConfig",
     "VerifyComputeConfig",
     "from_dict",
@@ -101,10 +107,10 @@ class IterateConfig:
         help="the model's self-verification; the first one filters, the others are scored beside it",
     )
     filter: FilterConfig = knob(factory=FilterConfig, help="")
-    sft: SFTOptions = knob(factory=SFTOptions, help="")
+    update: UpdateConfig = knob(factory=UpdateConfig, help="")
     saturation: SaturationConfig = knob(factory=SaturationConfig, help="")
     rounds: int = knob(3, "training rounds after round 0 (which evaluates the starting model)")
-    seed: int = knob(0, "seeds the data, every round's sampling and SFT, and every bootstrap")
+    seed: int = knob(0, "seeds the data, every round's sampling and training, and every bootstrap")
     output_dir: str = knob("runs/quickstart", "the study folder; the same command resumes from it")
     report_to: str = knob("wandb", "wandb (offline unless logged in) | none")
     wandb_project: str = knob("mindgap", "the W&B project")
@@ -115,10 +121,17 @@ class IterateConfig:
     ci_method: str = knob("percentile", "percentile | bca (bias-corrected and accelerated)")
     log_samples: int = knob(16, "rows of the W&B table of sample generations per round")
 
+    # Keys renamed since: a config (or a study folder's study.json) written before still loads.
+    renamed: ClassVar[dict[str, str]] = {"sft": "update.sft"}
+
     def validate(self, key: str = "") -> None:
         problems = Problems()
         with problems.check():
             GapConfig.validate(self)  # type: ignore[arg-type]
+        if self.verifiers:
+            first = self.verifiers[0]
+            with problems.check():
+                check_update(self.update, first, first.filter or self.filter)
         with problems.check():
             one_of("report_to", self.report_to, ("wandb", "none"))
         if self.rounds < 0:
@@ -383,9 +396,9 @@ class CompareConfig:
 
         base: dict = to_dict(IterateConfig())
         if self.base:
-            merge(base, yaml.safe_load(Path(self.base).read_text()) or {})
+            merge(base, rename_old_keys(IterateConfig, yaml.safe_load(Path(self.base).read_text()) or {}))
         try:
-            merge(base, copy.deepcopy(self.study))
+            merge(base, rename_old_keys(IterateConfig, copy.deepcopy(self.study)))
             from_dict(IterateConfig, copy.deepcopy(base))
         except UserError as e:
             raise UserError("\n".join(f"study: {line}" for line in str(e).splitlines())) from None
@@ -398,7 +411,7 @@ class CompareConfig:
                         f"conditions.{i}.overrides.{shared}: the conditions must share it (the held-out "
                         "prompts and their sampling are what makes them comparable); set it under study"
                     )
-            merge(data, copy.deepcopy(cond.overrides))
+            merge(data, rename_old_keys(IterateConfig, copy.deepcopy(cond.overrides)))
             data["output_dir"] = str(Path(self.output_dir) / cond.name)
             data["run_name"] = data.get("run_name") or f"{Path(self.output_dir).name}/{cond.name}"
             data["wandb_group"] = data.get("wandb_group") or Path(self.output_dir).name

@@ -1,13 +1,14 @@
-"""The self-improvement loop: sample -> self-verify -> filter -> distill -> evaluate, round after round.
+"""The self-improvement loop: sample -> self-verify -> filter -> update -> evaluate, round after round.
 
 Round 0 evaluates the starting model. Round t >= 1 samples the train prompts from the model of round
-t-1, lets it verify its own samples, filters them, distills the kept ones into a new checkpoint,
-swaps that into the running engine, evaluates it on the held-out prompts, logs the round and judges
-the stopping rules: `Study.run_round` reads in that order. Every stage writes its file atomically
-into the round's folder and a stage whose file exists is skipped, so re-running the command resumes.
+t-1, lets it verify its own samples, filters them, trains a new checkpoint on them with the update
+rule (`update.name`: SFT on the kept samples, DPO on kept-vs-dropped pairs; trainer/update/), swaps
+that into the running engine, evaluates it on the held-out prompts, logs the round and judges the
+stopping rules: `Study.run_round` reads in that order. Every stage writes its file atomically into
+the round's folder and a stage whose file exists is skipped, so re-running the command resumes.
 
 Under `accelerate launch` every rank runs the same code: sampling and verification are split across
-ranks and gathered, SFT runs on all ranks (DDP or DeepSpeed), and only the main process writes.
+ranks and gathered, training runs on all ranks (DDP or DeepSpeed), and only the main process writes.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pandas as pd
 from accelerate import PartialState
 from accelerate.utils import gather_object
 
-from core.config import to_dict
+from core.config import rename_old_keys, to_dict
 from core.errors import UserError
 from core.io import read_json, write_json, write_parquet, write_text
 from eval.gap import confidence_label, fmt_ci, summarize
@@ -37,6 +38,7 @@ from trainer.samplers.base import Sampler
 from trainer.stages import VerifierPool, generate_rows, select_rows, verify_rows
 from trainer.study import study_metadata
 from trainer.tracking import Tracker
+from trainer.update import UpdateRule, make_rule
 from trainer.verifiers.ensemble import add_shared_member_costs
 
 # Keys that may change between a run and its resume without invalidating finished stages.
@@ -95,6 +97,7 @@ class Study:
     test_problems: list = field(init=False)  # held out: every round's evaluation
     test_prompts: list = field(init=False)
     shots: list = field(init=False)  # worked examples for verifier prompts, never sampled or verified
+    rule: UpdateRule = field(init=False)  # how a round's selected samples train the next checkpoint
     sampler: Sampler | None = None  # the one engine, started on first use
     loaded: Path | None = None  # the checkpoint whose weights the engine holds
     pool: VerifierPool | None = None  # the verifiers' engines (the generator's, and cross-verifiers')
@@ -114,6 +117,8 @@ class Study:
         _, self.test_problems, self.test_prompts, _ = prepare_prompts(
             self.cfg.task, self.base_dir, "test", self.cfg.seed
         )
+        first = self.cfg.verifiers[0]
+        self.rule = make_rule(self.cfg.update, first, first.filter or self.cfg.filter)
 
     # ------------------------------------------------------------------ a round
 
@@ -138,15 +143,11 @@ class Study:
             with self.timed(seconds, "verify", t):
                 rows, costs = self.verify(rd / "verification.parquet", rows, prev)
             rows = self.select(rd / "selection.parquet", rows, seed)
-            distilled, train = self.training_set(rows, costs, t)
-            if len(distilled):
-                with self.timed(seconds, "distill", t):
-                    checkpoint, sft = self.distill(rd, distilled, prev, t)
-                train.update(
-                    sft_loss=sft.get("train_loss"),
-                    sft_steps=sft.get("steps"),
-                    sft_tokens_per_second=sft.get("tokens_per_second"),
-                )
+            train = self.training_set(rows, costs, t)
+            if not train.get("stop"):
+                with self.timed(seconds, self.rule.stage, t):
+                    checkpoint, stats = self.update(rd, rows, prev, t)
+                train.update(self.rule.record(stats))
         with self.timed(seconds, "evaluate", t):
             eval_rows, metrics = self.evaluate(rd, checkpoint, t)
         metrics.update(
@@ -179,20 +180,20 @@ class Study:
         self.console.round_line(f"round {t}: finished before ({self.summary(m)})")
         return m, self.checkpoint_path(m["checkpoint"]), stop
 
-    def training_set(self, rows: pd.DataFrame, costs: dict, t: int) -> tuple[pd.DataFrame, dict]:
-        """The kept samples to distill, and what the round records about its train samples."""
+    def training_set(self, rows: pd.DataFrame, costs: dict, t: int) -> dict:
+        """What the round records about its train samples and what the update rule trains on (a
+        `stop` reason where that is nothing)."""
         kept = rows[rows["kept"]]
         truncated = rows["finish_reason"] == "length"
-        # A truncated sample never finished its answer: by default it is not distilled (the model
-        # would learn to stop mid-thought where the token budget ran out).
-        distilled = kept if self.cfg.sft.train_on_truncated else kept[~truncated[rows["kept"]]]
+        data, counts = self.rule.training_data(rows, self.update_seed(t))
         on_train = verifier_metrics(
             rows, self.cfg.verifiers[0].column, rows["kept"].to_numpy(dtype=float), **self.boot
         )
         train = {
+            "rule": self.rule.name,
             "sampled": len(rows),
             "kept": len(kept),
-            "distilled": len(distilled),
+            **counts,  # what the rule trains on: `distilled` rows (sft), `dpo_pairs` (dpo), ...
             "truncated_sampled": int(truncated.sum()),
             "truncated_kept": int(truncated[rows["kept"]].sum()),
             "train_accuracy": on_train["generation_utility"],
@@ -201,14 +202,9 @@ class Study:
             **json_safe({key: on_train[key] for key in ("rare_answer_recall", "kept_answer_entropy")}),
             "verification_tokens": sum(c["tokens"] for c in costs.values()),
         }
-        if len(distilled) == 0:
-            why = "kept none" if len(kept) == 0 else f"kept only truncated samples ({len(kept)})"
-            train["stop"] = (
-                f"round {t}: the filter {why} of the {len(rows)} samples, so there is nothing to distill; "
-                "loosen `filter`, change the verifier"
-                + ("" if len(kept) == 0 else ", raise sampling.max_tokens or set sft.train_on_truncated")
-            )
-        return distilled, train
+        if len(data) == 0:
+            train["stop"] = f"round {t}: {self.rule.nothing_to_train(rows, counts)}"
+        return train
 
     def judge(self, metrics: dict) -> str | None:
         """Judge the stopping rules after the round `metrics` (the last of the history so far), recording
@@ -333,22 +329,20 @@ class Study:
         self.state.wait_for_everyone()
         return rows
 
-    def distill(self, rd: Path, kept: pd.DataFrame, prev: Path, t: int) -> tuple[Path, dict]:
-        from trainer.distill import distill
+    def update_seed(self, t: int) -> int:
+        """Round t's seed of the update stage: its draws (DPO's pairs) and its training."""
+        return self.cfg.seed + t
 
-        ckpt, stats_path = rd / "checkpoint", rd / "sft.json"
+    def update(self, rd: Path, rows: pd.DataFrame, prev: Path, t: int) -> tuple[Path, dict]:
+        """Train round t's checkpoint from `prev` with the update rule on the selected `rows`, or read
+        it back (with the stats in `<rule>.json`) where a run before finished it."""
+        ckpt, stats_path = rd / "checkpoint", rd / f"{self.rule.name}.json"
         if stats_path.exists() and (ckpt / "config.json").exists():
             return ckpt, read_json(stats_path)
         if self.pool is not None:
-            self.pool.sleep()  # frees the engines' GPU memory while SFT runs (no-op on CPU)
-        columns = ["prompt", "completion"] + (["finish_reason"] if "finish_reason" in kept else [])
-        stats = distill(
-            kept[columns],
-            prev,
-            ckpt,
-            self.cfg.sft,
-            seed=self.cfg.seed + t,
-            callbacks=[self.console.sft_callback()],
+            self.pool.sleep()  # frees the engines' GPU memory while training runs (no-op on CPU)
+        ckpt, stats = self.rule.train(
+            rows, prev, ckpt, seed=self.update_seed(t), callbacks=[self.console.train_callback()]
         )
         gc.collect()
         if self.pool is not None:
@@ -516,7 +510,15 @@ def _start(out: Path, cfg: IterateConfig, state: PartialState) -> dict:
     """Write study.json on a new study; on a resumed one check that finished stages stay valid."""
     path = out / "study.json"
     now = to_dict(cfg)
-    meta = check_resume(out, path, now, RESUMABLE_CHANGES, key="config", defaults=to_dict(IterateConfig()))
+    meta = check_resume(
+        out,
+        path,
+        now,
+        RESUMABLE_CHANGES,
+        key="config",
+        defaults=to_dict(IterateConfig()),
+        upgrade=lambda saved: rename_old_keys(IterateConfig, saved),  # `sft` is update.sft now
+    )
     if meta is None:
         meta = study_metadata(now)
     meta["config"] = now

@@ -62,6 +62,7 @@ def check_resume(
     may_change: tuple[str, ...],
     key: str | None = None,
     defaults: dict | None = None,
+    upgrade=None,
 ) -> dict | None:
     """On a resumed run (`saved` exists), refuse to go on when the config saved there (under `key`, if
     given) differs from `now` in a key outside `may_change` (top-level names, or dotted ones such as
@@ -69,7 +70,8 @@ def check_resume(
     `out`. Returns the content of `saved`, or None on a new run.
 
     `defaults` (the config class's defaults, as a dict) fills keys the saved config lacks: a run made
-    before a key existed resumes as long as the key keeps its default."""
+    before a key existed resumes as long as the key keeps its default. `upgrade` (a function of the
+    saved config) first moves keys renamed since to their new place."""
     from core.io import read_json, remove_interrupted_writes
 
     if out.exists() and not out.is_dir():
@@ -80,6 +82,8 @@ def check_resume(
         return None
     content = read_json(saved)
     before = content[key] if key else content
+    if upgrade is not None:
+        before = upgrade(before)
     if defaults is not None:
         before = fill_missing(before, defaults)
     changed = [k for k in now if k not in may_change and _differs(k, before.get(k), now[k], may_change)]
