@@ -238,6 +238,26 @@ def test_a_study_folder_from_before_the_update_section_resumes(tmp_path):
         _start(out, changed, PartialState())
 
 
+def test_the_update_rules_comparison_loads():
+    """recipes/configs/compare_update_rules.yaml: SFT, DPO and RPO, each under MC self-verification,
+    its random control and the oracle, on the quickstart study."""
+    cfg = load_config(
+        CompareConfig, ["--config", str(ROOT / "recipes" / "configs" / "compare_update_rules.yaml")]
+    )
+    studies = cfg.studies()
+    assert len(studies) == 9 and cfg.control == "sft_random"
+    for rule in ("sft", "dpo", "rpo"):
+        mc, oracle, random = (studies[f"{rule}_{c}"] for c in ("mc", "oracle", "random"))
+        assert (
+            mc.update.name == oracle.update.name == random.update.name == ("sft" if rule == "sft" else "dpo")
+        )
+        assert [v.name for v in mc.verifiers] == ["mc"] and mc.filter.name == "quantile"
+        assert oracle.verifiers[0].name == "oracle" and random.filter.name == "random"
+        if rule != "sft":
+            assert mc.update.dpo.loss_type == (["sigmoid", "sft"] if rule == "rpo" else ["sigmoid"])
+    assert len({s.task.name for s in studies.values()}) == 1
+
+
 # ---------------------------------------------------------------- DPO trained for real (tiny Llama)
 
 
@@ -264,7 +284,15 @@ def arith_pairs(model_dir, n: int = 16) -> pd.DataFrame:
 
 def dpo_opts(method: str, **kw) -> DPOOptions:
     # fp32 in every CPU regime: runs are compared to 1e-4 (bf16 is trained in test_dpo_in_bf16)
-    kw = {"learning_rate": 1e-3, "batch_size": 4, "epochs": 1, "max_length": 128, "bf16": False, **kw}
+    kw = {
+        "learning_rate": 1e-3,
+        "batch_size": 4,
+        "grad_accum": 1,
+        "epochs": 1,
+        "max_length": 128,
+        "bf16": False,
+        **kw,
+    }
     return DPOOptions(method=method, **kw)
 
 

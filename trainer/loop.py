@@ -417,6 +417,7 @@ class Study:
             f"accuracy {fmt_ci(metrics['generation_utility'], signed=False)}, gap {fmt_ci(metrics['gap'])} "
             f"({confidence_label(metrics)} CI)"
             + (f", kept {train['kept']}/{train['sampled']}" if train.get("kept") is not None else "")
+            + (f", {train['dpo_pairs']} pairs" if train.get("dpo_pairs") is not None else "")
             + f", {sum(metrics.get('seconds', {}).values()):.0f}s"
         )
 

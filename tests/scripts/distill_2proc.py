@@ -72,7 +72,9 @@ def main() -> None:
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     # fp32 in every CPU regime: the test compares ranks and launchers to 1e-4
-    kw = dict(method=method, learning_rate=1e-3, batch_size=4, epochs=1, max_length=128, bf16=False)
+    kw = dict(
+        method=method, learning_rate=1e-3, batch_size=4, grad_accum=1, epochs=1, max_length=128, bf16=False
+    )
     opts = SFTOptions(**kw) if rule == "sft" else DPOOptions(**kw)
     train = distill if rule == "sft" else preference_train
     prev = model_dir

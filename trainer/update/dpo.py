@@ -28,6 +28,7 @@ prompt). Where mindgap departs from, or fixes, what the papers leave open:
 from __future__ import annotations
 
 import gc
+import os
 import shutil
 import tempfile
 import time
@@ -93,8 +94,8 @@ class DPOOptions:
     max_pairs_per_prompt: int = knob(4, "pairs drawn at most per prompt (from every kept x dropped pair)")
     learning_rate: float = knob(5e-5, "peak learning rate")
     epochs: float = knob(1.0, "passes over the pairs")
-    batch_size: int = knob(8, "pairs per device and step")
-    grad_accum: int = knob(1, "gradient accumulation steps")
+    batch_size: int = knob(4, "pairs per device and micro-batch (each is two sequences: chosen, rejected)")
+    grad_accum: int = knob(2, "micro-batches per optimizer step (default: 8 pairs a step)")
     max_length: int = knob(512, "tokens of prompt + completion; longer sequences are truncated at the end")
     lora_r: int = knob(16, "LoRA rank")
     lora_alpha: int = knob(32, "LoRA alpha (the update is scaled by alpha / r)")
@@ -432,6 +433,12 @@ def build_dpo_trainer(
     missing = {"prompt", "chosen", "rejected"} - set(pairs.columns)
     if missing:
         raise ValueError(f"preference_train: pairs lack the column(s) {sorted(missing)}")
+    if opts.trl.get("precompute_ref_log_probs") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError(
+            "update.dpo.trl.precompute_ref_log_probs: TRL caches the reference log-probabilities in a file "
+            "that only the main process writes and sees, so it runs in one process only; leave it off "
+            "under a multi-process launch"
+        )
     base_model_dir = Path(base_model_dir)
     tokenizer = load_tokenizer(base_model_dir)
     unfinished = {
