@@ -236,6 +236,28 @@ def test_a_study_folder_from_before_the_update_section_resumes(tmp_path):
     write_json(out / "study.json", {"config": old, "versions": {}})
     with pytest.raises(UserError, match="a different 'update'"):
         _start(out, changed, PartialState())
+    # the options of a rule the study does not use may change on a resume
+    unused = load_config(IterateConfig, ["--output_dir", str(out), "--update.dpo.beta", "0.5"], quickstart)
+    write_json(out / "study.json", {"config": old, "versions": {}})
+    assert _start(out, unused, PartialState())["config"]["update"]["dpo"]["beta"] == 0.5
+
+
+def test_a_round_without_pairs_says_why():
+    """Where the filter keeps every sample of a prompt (or none), DPO has no pair: the round stops
+    with a message of the kind an empty kept set gives under SFT."""
+    from trainer.update import UpdateConfig, make_rule
+    from trainer.verifiers.base import VerifierConfig
+
+    rows = sampled(n_prompts=3).assign(kept=True)
+    rule = make_rule(UpdateConfig(name="dpo"), VerifierConfig("mc"), FilterConfig("quantile", q=0.5))
+    pairs, counts = rule.training_data(rows, seed=0)
+    assert len(pairs) == 0 and counts["dpo_pairs"] == 0 and counts["dpo_prompts_unpaired"] == 3
+    assert rule.nothing_to_train(rows, counts) == (
+        f"the filter kept {len(rows)} of the {len(rows)} samples and no prompt gives a preference pair of a "
+        "kept and a dropped sample (3 prompts without one), so there is nothing to train on; change "
+        "`filter` (a prompt needs kept and dropped samples of different texts), change the verifier or "
+        "raise sampling.n, or set update.dpo.train_on_truncated"
+    )
 
 
 def test_the_update_rules_comparison_loads():

@@ -93,7 +93,7 @@ class GapConfig:
 
 @dataclass
 class IterateConfig:
-    """recipes/iterate.py: rounds of sample -> self-verify -> filter -> distill -> evaluate."""
+    """recipes/iterate.py: rounds of sample -> self-verify -> filter -> update (SFT, DPO) -> evaluate."""
 
     model: str = knob(
         DEFAULT_MODEL, "the starting model: an embedded alias, a local HF model dir, a .gguf file or a hub id"

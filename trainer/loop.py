@@ -38,7 +38,7 @@ from trainer.samplers.base import Sampler
 from trainer.stages import VerifierPool, generate_rows, select_rows, verify_rows
 from trainer.study import study_metadata
 from trainer.tracking import Tracker
-from trainer.update import UpdateRule, make_rule
+from trainer.update import RULES, UpdateRule, make_rule
 from trainer.verifiers.ensemble import add_shared_member_costs
 
 # Keys that may change between a run and its resume without invalidating finished stages.
@@ -511,11 +511,13 @@ def _start(out: Path, cfg: IterateConfig, state: PartialState) -> dict:
     """Write study.json on a new study; on a resumed one check that finished stages stay valid."""
     path = out / "study.json"
     now = to_dict(cfg)
+    # the options of the rules the study does not use may change too (a config holds several rules')
+    unused = tuple(f"update.{name}" for name in RULES if name != cfg.update.name)
     meta = check_resume(
         out,
         path,
         now,
-        RESUMABLE_CHANGES,
+        (*RESUMABLE_CHANGES, *unused),
         key="config",
         defaults=to_dict(IterateConfig()),
         upgrade=lambda saved: rename_old_keys(IterateConfig, saved),  # `sft` is update.sft now

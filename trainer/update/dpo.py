@@ -300,7 +300,8 @@ class DPORule(UpdateRule):
         return (
             f"the filter kept {kept} of the {len(rows)} samples and no prompt gives a preference pair of a "
             f"kept and a dropped sample ({counts['dpo_prompts_unpaired']} prompts without one), so there is "
-            f"nothing to train on; loosen `filter`, change the verifier, raise sampling.n{hint}"
+            "nothing to train on; change `filter` (a prompt needs kept and dropped samples of different "
+            f"texts), change the verifier or raise sampling.n{hint}"
         )
 
     def train(
