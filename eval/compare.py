@@ -1,17 +1,34 @@
 """A controlled comparison: the same study under several conditions, side by side.
 
 Every condition evaluates on the same held-out prompts (same task, seed and evaluation sampling), so
-differences between conditions are paired: per prompt, the condition's held-out accuracy minus the
-control's, resampled over prompts (`paired_difference_ci`). A comparison is stated as a finding only
-where that interval excludes 0; otherwise the report says the data cannot tell the two apart.
+differences between conditions are paired over prompts. A condition may be run R times with other
+training seeds (`replicates`; replicate r of every condition shares its training seed, so the
+replicates are paired too). A difference between a condition and the control then has two sources of
+noise, the training run and the held-out prompts, and its interval carries both:
 
-    histories = {name: read_history(run_dir / name) for name in conditions}
+- R = 1: a paired bootstrap over prompts (`paired_difference_ci`): the variance between training runs
+  is not in it, and the report says so;
+- R >= 2: the prompts and the seeds are two crossed random factors. The variance of the mean
+  difference is the between-seed variance of the per-run mean differences over R plus the
+  between-prompt variance of the seed-averaged differences over P (the seed × prompt noise is counted
+  in both, which errs wide), and the interval is a t interval on Satterthwaite's degrees of freedom.
+  With three seeds the seed term has two degrees of freedom: a bootstrap over three seeds would
+  understate it (by a third, with a normal's tails) and call ~20% of null comparisons significant
+  where training noise dominates (docs/null_study.md measures both).
+
+A verdict ("A beats the control") is made for each condition at each round after round 0 on held-out
+accuracy, with Holm's correction over all of them (conditions × rounds): a verdict holds where its
+Holm-adjusted p-value is below 1 − confidence. pass@k differences are shown with their intervals and
+carry no verdict. Conditions are compared at the rounds every replicate of every condition reached.
+
+    histories = {name: read_replicates(run_dir, name, replicates) for name in conditions}
     write_comparison(run_dir, histories, control="random", title="...")
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import matplotlib
@@ -21,8 +38,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from core.io import write_json, write_text  # noqa: E402
-from eval.metrics import paired_difference_ci, pass_at_k_per_prompt  # noqa: E402
-from eval.report import band, fmt_interval, level, round_ticks, save_figure  # noqa: E402
+from eval.metrics import bootstrap_ci, pass_at_k_per_prompt  # noqa: E402
+from eval.report import band, fmt_interval, round_ticks, save_figure  # noqa: E402
+
+# A condition's replicates: each a study history (its rounds' metrics, in order).
+Replicates = list[list[dict]]
+
+DIVERSITY_KEYS = ("distinct_answers", "distinct_wrong", "answer_entropy", "distinct_1", "distinct_2")
+
+
+def replicate_dir(out: Path, name: str, r: int) -> Path:
+    """The study folder of replicate r of condition `name`: the condition's own folder for r = 0 (so
+    a comparison run before replicates existed is replicate 0 of one that asks for more)."""
+    return Path(out) / (name if r == 0 else f"{name}_rep{r}")
 
 
 def read_history(study_dir: Path) -> list[dict]:
@@ -33,188 +61,472 @@ def read_history(study_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _aligned(a: dict, b: dict, key: str) -> tuple[np.ndarray, np.ndarray]:
-    """Per-prompt values of `key` ("accuracy" or "pass@k") of two rounds, on the prompts both hold."""
-    pa, pb = a["per_prompt"], b["per_prompt"]
-    common = sorted(set(pa["prompt_id"]) & set(pb["prompt_id"]))
+def read_replicates(out: Path, name: str, replicates: int) -> Replicates:
+    return [read_history(replicate_dir(out, name, r)) for r in range(replicates)]
 
-    def values(pp: dict) -> np.ndarray:
-        pos = {p: i for i, p in enumerate(pp["prompt_id"])}
-        n = np.array([pp["n"][pos[p]] for p in common], dtype=float)
-        c = np.array([pp["correct"][pos[p]] for p in common], dtype=float)
-        if key == "accuracy":
-            return c / n
-        k = int(key.split("@")[1])
-        return pass_at_k_per_prompt(n.astype(int), c.astype(int), k)
 
-    return values(pa), values(pb)
+def matched_rounds(histories: dict[str, Replicates]) -> int:
+    """The last round that every replicate of every condition finished (-1 when one has none)."""
+    return min((len(h) - 1 for reps in histories.values() for h in reps), default=-1)
+
+
+# ---------------------------------------------------------------- per-prompt values
+
+
+def _values(h: dict, key: str) -> dict[str, float]:
+    """A round's per-prompt values of `key`: accuracy, gap (the round's primary verifier), pass@k or a
+    diversity metric; by prompt id (NaN where undefined)."""
+    pp = h["per_prompt"]
+    n = np.asarray(pp["n"], dtype=float)
+    c = np.asarray(pp["correct"], dtype=float)
+    if key == "accuracy":
+        v = c / n
+    elif key == "gap":
+        ver = (pp.get("verification_utility") or {}).get(h.get("primary_verifier"))
+        v = np.asarray([np.nan if x is None else x for x in ver], dtype=float) - c / n if ver else c * np.nan
+    elif key.startswith("pass@"):
+        v = pass_at_k_per_prompt(n.astype(int), c.astype(int), int(key.split("@")[1]))
+    else:
+        v = np.asarray([np.nan if x is None else x for x in pp.get(key) or [None] * len(n)], dtype=float)
+    return dict(zip(pp["prompt_id"], v.tolist()))
+
+
+def matrix(reps: Replicates, t: int, key: str, prompts: list[str]) -> np.ndarray:
+    """Replicates × prompts values of `key` at round t."""
+    rows = []
+    for h in reps:
+        vals = _values(h[t], key)
+        rows.append([vals.get(p, np.nan) for p in prompts])
+    return np.asarray(rows, dtype=float)
+
+
+def common_prompts(histories: dict[str, Replicates], t: int) -> list[str]:
+    """The prompts every replicate of every condition evaluated at round t."""
+    sets = [set(h[t]["per_prompt"]["prompt_id"]) for reps in histories.values() for h in reps]
+    return sorted(set.intersection(*sets)) if sets else []
+
+
+def largest_k(histories: dict[str, Replicates], t: int) -> int:
+    """The largest k of pass@k every prompt of every replicate allows at round t (its fewest samples)."""
+    return min(min(h[t]["per_prompt"]["n"]) for reps in histories.values() for h in reps)
+
+
+def _defined(*mats: np.ndarray) -> np.ndarray:
+    """Prompts (columns) finite in every replicate of every matrix."""
+    ok = np.ones(mats[0].shape[1], dtype=bool)
+    for m in mats:
+        ok &= np.isfinite(m).all(axis=0)
+    return ok
+
+
+# ---------------------------------------------------------------- intervals
+
+
+def replicated_mean(values: np.ndarray, confidence: float = 0.95, n_boot: int = 1000, seed: int = 0) -> dict:
+    """The mean of replicates × prompts `values` with its interval (the module docstring's rule: a
+    bootstrap over prompts for one replicate, variance components and t for several), the number of
+    prompts and replicates it stands on, and the between-seed spread (SD of the replicates' means)."""
+    values = values[:, _defined(values)]
+    r, p = values.shape
+    out = {"replicates": int(r), "prompts": int(p), "seed_sd": None}
+    if p == 0:
+        return {**out, "value": None, "ci_low": None, "ci_high": None}
+    if r == 1:
+        return {**out, **_none_nan(bootstrap_ci(values[0], n_boot=n_boot, confidence=confidence, seed=seed))}
+    value, se, df = _components(values)
+    out["seed_sd"] = float(values.mean(axis=1).std(ddof=1))
+    half = _t(df, confidence) * se
+    return {**out, "value": value, "ci_low": value - half, "ci_high": value + half, "df": df}
+
+
+def replicated_difference(
+    a: np.ndarray, b: np.ndarray, confidence: float = 0.95, n_boot: int = 1000, seed: int = 0
+) -> dict:
+    """mean(a) − mean(b) of two replicates × prompts matrices on the same prompts (replicate r of both
+    shares its training seed), with its interval, a two-sided p-value against 0 and the between-seed
+    spread of the difference (the module docstring says how)."""
+    if a.shape != b.shape:
+        raise ValueError(f"replicated_difference: {a.shape} and {b.shape} values are not paired")
+    d = a - b
+    d = d[:, _defined(d)]
+    r, p = d.shape
+    out = {"replicates": int(r), "prompts": int(p), "seed_sd": None}
+    if p == 0:
+        return {**out, "value": None, "ci_low": None, "ci_high": None, "p": None}
+    if r == 1:
+        return {**out, **_bootstrap_difference(d[0], confidence, n_boot, seed)}
+    value, se, df = _components(d)
+    out["seed_sd"] = float(d.mean(axis=1).std(ddof=1))
+    if se == 0:
+        return {**out, "value": value, "ci_low": value, "ci_high": value, "p": 1.0 if value == 0 else 0.0}
+    from scipy.stats import t as student
+
+    half = _t(df, confidence) * se
+    pvalue = float(2 * student.sf(abs(value) / se, df))
+    return {**out, "value": value, "ci_low": value - half, "ci_high": value + half, "p": pvalue, "df": df}
+
+
+def _components(values: np.ndarray) -> tuple[float, float, float]:
+    """Mean, standard error and Satterthwaite degrees of freedom of replicates × prompts values with
+    seeds and prompts as crossed random factors."""
+    r, p = values.shape
+    v_seed = values.mean(axis=1).var(ddof=1) / r
+    v_prompt = values.mean(axis=0).var(ddof=1) / p if p > 1 else 0.0
+    se2 = v_seed + v_prompt
+    denom = v_seed**2 / (r - 1) + (v_prompt**2 / (p - 1) if p > 1 else 0.0)
+    df = se2**2 / denom if denom > 0 else float(r - 1)
+    return float(values.mean()), math.sqrt(se2), float(max(df, r - 1))
+
+
+def _t(df: float, confidence: float) -> float:
+    from scipy.stats import t as student
+
+    return float(student.ppf(0.5 + confidence / 2, df))
+
+
+def _bootstrap_difference(d: np.ndarray, confidence: float, n_boot: int, seed: int) -> dict:
+    """A paired bootstrap over prompts of one run's differences: the interval of
+    `paired_difference_ci` and the two-sided p-value of the same resamples."""
+    value = float(d.mean())
+    if n_boot == 0 or len(d) < 2:
+        return {"value": value, "ci_low": None, "ci_high": None, "p": None}
+    if np.all(d == d[0]):
+        return {"value": value, "ci_low": value, "ci_high": value, "p": 1.0 if value == 0 else 0.0}
+    from scipy.stats import bootstrap
+
+    res = bootstrap(
+        (d,),
+        np.mean,
+        n_resamples=n_boot,
+        confidence_level=confidence,
+        method="percentile",
+        vectorized=True,
+        rng=np.random.default_rng(seed),
+    )
+    draws = res.bootstrap_distribution
+    tail = min((draws <= 0).sum(), (draws >= 0).sum())
+    pvalue = min(1.0, 2 * (tail + 1) / (len(draws) + 1))
+    low, high = res.confidence_interval
+    return {"value": value, "ci_low": float(low), "ci_high": float(high), "p": float(pvalue)}
+
+
+def _none_nan(m: dict) -> dict:
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in m.items()}
+
+
+def holm(pvalues: list[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment of `pvalues` (None: no test, left out of the family)."""
+    tested = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
+    m, out, running = len(tested), [None] * len(pvalues), 0.0
+    for rank, (p, i) in enumerate(tested):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = running
+    return out
+
+
+# ---------------------------------------------------------------- the comparison
 
 
 def differences(
-    histories: dict[str, list[dict]],
+    histories: dict[str, Replicates],
     control: str,
     n_boot: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
+    controls: dict[str, str] | None = None,
 ) -> list[dict]:
-    """Each condition's held-out accuracy and pass@k (largest k) minus the control's, round by round,
-    with paired bootstrap CIs over the held-out prompts."""
+    """Each condition's held-out accuracy and pass@k (largest k) minus its control's (`controls[name]`,
+    else `control`, which itself is compared with nothing), round by round up to the rounds all
+    reached, paired over prompts (and seeds); accuracy after round 0 with Holm-adjusted p-values over
+    every condition and round (`p_holm`, `family`)."""
     records = []
-    base = {h["round"]: h for h in histories.get(control, [])}
-    for name, history in histories.items():
-        if name == control:
+    last = matched_rounds(histories)
+    others = [name for name in histories if name != control]
+    for name in others:
+        ref = (controls or {}).get(name, control)
+        if ref not in histories or ref == name:
             continue
-        for h in history:
-            ref = base.get(h["round"])
-            if ref is None or "per_prompt" not in h or "per_prompt" not in ref:
-                continue
-            kmax = max(int(k) for k in h["pass_at_k"])
-            row = {"condition": name, "round": h["round"], "prompts": len(h["per_prompt"]["prompt_id"])}
+        pair = {name: histories[name], ref: histories[ref]}
+        for t in range(last + 1):
+            prompts = common_prompts(pair, t)
+            kmax = largest_k(pair, t)
+            row = {"condition": name, "control": ref, "round": t, "prompts": len(prompts)}
             for key in ("accuracy", f"pass@{kmax}"):
-                a, b = _aligned(h, ref, key)
-                row[key] = paired_difference_ci(a, b, n_boot=n_boot, confidence=confidence, seed=seed)
+                a = matrix(histories[name], t, key, prompts)
+                b = matrix(histories[ref], t, key, prompts)
+                row[key] = replicated_difference(a, b, confidence, n_boot, seed)
             records.append(row)
+    family = [d for d in records if d["round"] > 0]
+    for d, p in zip(family, holm([d["accuracy"]["p"] for d in family])):
+        d["accuracy"]["p_holm"] = p
+        d["accuracy"]["family"] = len(family)
     return records
 
 
-def verdict(d: dict, name: str, control: str, key: str = "accuracy", conf: str = "95%") -> str:
-    """One sentence on a difference, that holds only where its interval excludes 0."""
-    m = d[key]
-    shown = f"{m['value']:+.3f} [{conf} CI {m['ci_low']:+.3f}, {m['ci_high']:+.3f}]"
-    if m["ci_low"] > 0:
-        return f"{name} beats {control} on held-out {key} after round {d['round']}: {shown}."
-    if m["ci_high"] < 0:
-        return f"{name} is worse than {control} on held-out {key} after round {d['round']}: {shown}."
-    return (
-        f"{name} and {control} cannot be told apart on held-out {key} after round {d['round']}: "
-        f"{shown} contains 0."
-    )
+def verdict(d: dict, name: str, control: str, confidence: float = 0.95) -> str:
+    """One sentence on a round's accuracy difference, a finding only where its Holm-adjusted p-value is
+    below 1 − confidence."""
+    m = d["accuracy"]
+    shown = f"{m['value']:+.3f}"
+    if m.get("ci_low") is not None:
+        shown += f" [{confidence * 100:g}% CI {m['ci_low']:+.3f}, {m['ci_high']:+.3f}]"
+    adjusted = m.get("p_holm")
+    where = f"on held-out accuracy after round {d['round']}"
+    if adjusted is None:
+        return f"{name} and {control} {where}: {shown} (no test)."
+    holm_text = f"Holm-adjusted p {_p(adjusted, '= ')} over {m['family']} comparison{'s' * (m['family'] > 1)}"
+    if adjusted < 1 - confidence:
+        word = "beats" if m["value"] > 0 else "is worse than"
+        return f"{name} {word} {control} {where}: {shown}, {holm_text}."
+    excludes = m.get("ci_low") is not None and (m["ci_low"] > 0 or m["ci_high"] < 0)
+    why = " (its interval excludes 0, but not after the correction)" if excludes else ""
+    return f"{name} and {control} cannot be told apart {where}: {shown}, {holm_text}{why}."
 
 
-def plot_conditions(histories: dict[str, list[dict]], plots: Path) -> list[Path]:
-    """Accuracy and gap by round, the last round's pass@k curves and diversity by round, one line per
-    condition, each with its confidence band."""
-    conf = level(next(h for h in histories.values() if h))
+def _p(p: float, equals: str = "") -> str:
+    return f"{equals}{p:.3f}" if p >= 0.001 else "< 0.001"
+
+
+def condition_value(reps: Replicates, t: int, key: str, confidence: float, n_boot: int, seed: int) -> dict:
+    """A condition's `key` at round t over its replicates, on the prompts all of them evaluated."""
+    prompts = common_prompts({"c": reps}, t)
+    return replicated_mean(matrix(reps, t, key, prompts), confidence, n_boot, seed)
+
+
+def plot_conditions(
+    histories: dict[str, Replicates],
+    plots: Path,
+    control: str,
+    diffs: list[dict],
+    confidence: float = 0.95,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> list[Path]:
+    """Accuracy, its paired difference from the control (`diffs`) and the gap by round, the last
+    matched round's pass@k curves and diversity by round, one line per condition (the mean over its
+    replicates), each with its interval."""
+    conf = f"{confidence * 100:g}%"
+    last = matched_rounds(histories)
+    rounds = list(range(last + 1))
+    reps_note = _replicates_note(histories)
+
+    def series(reps, key):
+        return [condition_value(reps, t, key, confidence, n_boot, seed) for t in rounds]
+
     paths = []
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for name, history in histories.items():
-        rounds = [h["round"] for h in history]
-        band(ax1, rounds, [h["generation_utility"] for h in history], name)
-        band(ax2, rounds, [h["gap"] for h in history], name)
-    ax1.set(xlabel="round", ylabel="held-out accuracy", title=f"Accuracy by condition ({conf} CI)")
+    fig, (ax1, ax3, ax2) = plt.subplots(1, 3, figsize=(14, 3.8))
+    colors = {name: f"C{i}" for i, name in enumerate(histories)}
+    for name, reps in histories.items():
+        band(ax1, rounds, series(reps, "accuracy"), name, color=colors[name])
+        band(ax2, rounds, series(reps, "gap"), name, color=colors[name])
+    for name in histories:
+        mine = [d for d in diffs if d["condition"] == name]
+        if mine:
+            band(ax3, [d["round"] for d in mine], [d["accuracy"] for d in mine], name, color=colors[name])
+    ax1.set(xlabel="round", ylabel="held-out accuracy", title=f"Accuracy by condition ({conf} CI{reps_note})")
+    ax3.axhline(0, color="grey", lw=0.8)
+    against = control if all(d["control"] == control for d in diffs) else "its control"
+    ax3.set(xlabel="round", title=f"Accuracy − {against}, paired ({conf} CI)")
     ax2.axhline(0, color="grey", lw=0.8)
     ax2.set(xlabel="round", title=f"Gap of each condition's verifier ({conf} CI)")
-    for ax in (ax1, ax2):
+    for ax in (ax1, ax3, ax2):
         ax.legend(fontsize=8)
-        round_ticks(ax, sorted({h["round"] for hs in histories.values() for h in hs}))
+        round_ticks(ax, rounds)
     paths.append(plots / "compare_accuracy_gap.png")
     save_figure(fig, paths[-1])
 
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for i, (name, history) in enumerate(histories.items()):
-        if not history:
-            continue
-        last = history[-1]
-        ks = sorted(int(k) for k in last["pass_at_k"])
-        pts = [last["pass_at_k"][str(k)] for k in ks]
-        vals = np.array([p["value"] for p in pts], dtype=float)
-        lo = np.array([p["ci_low"] if p.get("ci_low") is not None else np.nan for p in pts], dtype=float)
-        hi = np.array([p["ci_high"] if p.get("ci_high") is not None else np.nan for p in pts], dtype=float)
+    from eval.metrics import default_ks
+
+    ks = default_ks(largest_k(histories, last))
+    for i, (name, reps) in enumerate(histories.items()):
+        pts = [condition_value(reps, last, f"pass@{k}", confidence, n_boot, seed) for k in ks]
+        vals = np.array([_nan(p["value"]) for p in pts])
+        lo = np.array([_nan(p["ci_low"]) for p in pts])
+        hi = np.array([_nan(p["ci_high"]) for p in pts])
         shift = 1 + 0.03 * (i - (len(histories) - 1) / 2)
         ax.errorbar(
-            [k * shift for k in ks],
-            vals,
-            yerr=[vals - lo, hi - vals],
-            marker="o",
-            capsize=2,
-            label=f"{name} (round {last['round']})",
+            [k * shift for k in ks], vals, yerr=[vals - lo, hi - vals], marker="o", capsize=2, label=name
         )
     ax.set_xscale("log", base=2)
-    ks = sorted({int(k) for hs in histories.values() for h in hs for k in h["pass_at_k"]})
     ax.set_xticks(ks, [str(k) for k in ks])
     ax.minorticks_off()
-    ax.set(xlabel="k", ylabel="held-out pass@k", title=f"pass@k after the last round ({conf} CI)")
+    ax.set(xlabel="k", ylabel="held-out pass@k", title=f"pass@k after round {last} ({conf} CI)")
     ax.legend(fontsize=8)
     paths.append(plots / "compare_pass_at_k.png")
     save_figure(fig, paths[-1])
 
-    keys = ("distinct_answers", "answer_entropy", "distinct_1", "distinct_2")
+    keys = [
+        k for k in DIVERSITY_KEYS if any(k in h[0]["per_prompt"] for reps in histories.values() for h in reps)
+    ]
     fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3.2))
-    for ax, key in zip(axes, keys):
-        for name, history in histories.items():
-            rounds = [h["round"] for h in history]
-            band(ax, rounds, [h["answer_diversity"].get(key) or {} for h in history], name)
+    for ax, key in zip(np.atleast_1d(axes), keys):
+        for name, reps in histories.items():
+            band(ax, rounds, series(reps, key), name)
         ax.set(xlabel="round", title=key.replace("_", " "))
-        round_ticks(ax, sorted({h["round"] for hs in histories.values() for h in hs}))
-    axes[0].legend(fontsize=7)
+        round_ticks(ax, rounds)
+    np.atleast_1d(axes)[0].legend(fontsize=7)
     fig.suptitle(f"Diversity of held-out samples by condition ({conf} CI)")
     paths.append(plots / "compare_diversity.png")
     save_figure(fig, paths[-1])
     return paths
 
 
-def comparison_rows(histories: dict[str, list[dict]]) -> list[dict[str, str]]:
-    """condition × round: held-out accuracy, the condition's gap, pass@k, diversity, kept."""
+def _nan(x) -> float:
+    return float("nan") if x is None else float(x)
+
+
+def _replicates_note(histories: dict[str, Replicates]) -> str:
+    r = min(len(reps) for reps in histories.values())
+    return f"; {r} training seeds each" if r > 1 else ""
+
+
+def comparison_rows(
+    histories: dict[str, Replicates], confidence: float = 0.95, n_boot: int = 1000, seed: int = 0
+) -> list[dict[str, str]]:
+    """condition × round (to the matched round): held-out accuracy with its interval and the spread
+    between seeds, the gap, pass@k, diversity, what the filter kept."""
+    last = matched_rounds(histories)
     rows = []
-    for name, history in histories.items():
-        for h in history:
-            kmax = max(int(k) for k in h["pass_at_k"])
-            train = h.get("train", {})
-            rows.append(
-                {
-                    "condition": name,
-                    "round": str(h["round"]),
-                    "accuracy": fmt_interval(h["generation_utility"]),
-                    "gap of its verifier": fmt_interval(h["gap"], "+.3f"),
-                    f"pass@{kmax}": fmt_interval(h["pass_at_k"][str(kmax)]),
-                    "distinct answers": fmt_interval(h["answer_diversity"].get("distinct_answers"), ".2f"),
-                    "distinct-1": fmt_interval(h["answer_diversity"].get("distinct_1"), ".2f"),
-                    "kept / sampled": f"{train.get('kept', '–')} / {train.get('sampled', '–')}",
-                    "kept precision": fmt_interval(train.get("kept_precision")),
-                }
-            )
+    for name, reps in histories.items():
+        for t in range(last + 1):
+            kmax = largest_k({name: reps}, t)
+
+            def value(key, reps=reps, t=t):
+                return condition_value(reps, t, key, confidence, n_boot, seed)
+
+            acc = value("accuracy")
+            trains = [h[t].get("train") or {} for h in reps]
+            kept = [x.get("kept") for x in trains if x.get("kept") is not None]
+            sampled = [x.get("sampled") for x in trains if x.get("sampled") is not None]
+            row = {
+                "condition": name,
+                "round": str(t),
+                "accuracy": fmt_interval(acc),
+                "seed SD": "–" if acc["seed_sd"] is None else f"{acc['seed_sd']:.3f}",
+                "gap of its verifier": fmt_interval(value("gap"), "+.3f"),
+                f"pass@{kmax}": fmt_interval(value(f"pass@{kmax}")),
+                "distinct answers": fmt_interval(value("distinct_answers"), ".2f"),
+                "distinct wrong": fmt_interval(value("distinct_wrong"), ".2f"),
+                "kept / sampled": f"{_mean_text(kept)} / {_mean_text(sampled)}",
+            }
+            if len(reps) == 1:
+                row["kept precision"] = fmt_interval(trains[0].get("kept_precision"))
+            rows.append(row)
     return rows
+
+
+def _mean_text(xs: list) -> str:
+    if not xs:
+        return "–"
+    m = sum(xs) / len(xs)
+    return f"{m:.0f}" if m == int(m) else f"{m:.1f}"
+
+
+def study_notes(histories: dict[str, Replicates]) -> list[str]:
+    """Which condition (replicate) stopped before the others and why, and the stopping rules that fired
+    in each condition (recorded; a comparison runs every round unless a condition says otherwise)."""
+    lines = []
+    last = matched_rounds(histories)
+    for name, reps in histories.items():
+        for r, h in enumerate(reps):
+            label = name if len(reps) == 1 else f"{name} (replicate {r})"
+            fired = [
+                f"the {rule.replace('_', ' ')} rule at round {m['round']}"
+                for m in h
+                for rule, v in (m.get("saturation") or {}).items()
+                if v.get("fired")
+            ]
+            if fired:
+                lines.append(f"- {label}: fired {', '.join(fired)}.")
+            if h and h[-1].get("stop"):
+                lines.append(f"- {label} stopped after round {h[-1]['round']}: {h[-1]['stop']}")
+    if any(len(h) - 1 > last for reps in histories.values() for h in reps):
+        lines.append(f"- Conditions are compared up to round {last}, the last round every replicate reached.")
+    return lines
 
 
 def write_comparison(
     out: Path,
-    histories: dict[str, list[dict]],
+    histories: dict[str, Replicates],
     control: str,
     title: str,
     n_boot: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
+    controls: dict[str, str] | None = None,
 ) -> Path:
-    """comparison.md, comparison.json and plots/compare_*.png in `out`."""
+    """comparison.md, comparison.json and plots/compare_*.png in `out` (`controls`: a condition's own
+    control where it is not `control`)."""
     out = Path(out)
-    histories = {name: h for name, h in histories.items() if h}
+    histories = {name: [h for h in reps if h] for name, reps in histories.items()}
+    histories = {name: reps for name, reps in histories.items() if reps}
     conf = f"{confidence * 100:g}%"
-    diffs = differences(histories, control, n_boot, confidence, seed)
-    plots = plot_conditions(histories, out / "plots")
-    rows = comparison_rows(histories)
+    diffs = differences(histories, control, n_boot, confidence, seed, controls)
+    plots = plot_conditions(histories, out / "plots", control, diffs, confidence, n_boot, seed)
+    rows = comparison_rows(histories, confidence, n_boot, seed)
+    replicates = min(len(reps) for reps in histories.values())
     lines = [f"# {title}", ""]
     last = {}
     for d in diffs:
         last[d["condition"]] = d  # rounds come in order: the last one stays
+    family = next((d["accuracy"]["family"] for d in diffs if "family" in d["accuracy"]), 0)
     if last:
-        lines += [f"**Against the {control} control** (paired over the same held-out prompts):", ""]
-        lines += [f"- {verdict(d, name, control, conf=conf)}" for name, d in last.items()]
+        single = all(d["control"] == control for d in diffs)
+        head = f"the {control} control" if single else "each condition's control"
+        lines += [f"**Against {head}** (paired over the same held-out prompts):", ""]
+        lines += [f"- {verdict(d, name, d['control'], confidence)}" for name, d in last.items()]
         lines.append("")
+    if replicates == 1:
+        lines += [
+            "_Each condition is one training run (`replicates: 1`): the intervals resample the held-out "
+            "prompts only and leave out the variance between training runs, which can reverse a "
+            "verdict. Run `replicates: 3` or more before citing one._",
+            "",
+        ]
+    else:
+        lines += [
+            f"_Each condition is {replicates} training runs (seeds) on the same held-out prompts; intervals "
+            "carry the variance between seeds and between prompts (t on Satterthwaite's degrees of "
+            "freedom; `seed SD` is the spread of the runs' accuracies)._",
+            "",
+        ]
+    if family:
+        lines += [
+            f"_Verdicts: Holm's correction over the {family} accuracy comparisons after round 0 "
+            f"(conditions × rounds); a verdict holds where the adjusted p-value is below {1 - confidence:.2g}. "
+            "pass@k differences are shown uncorrected and carry no verdict._",
+            "",
+        ]
+    notes = study_notes(histories)
+    if notes:
+        lines += ["Stopping rules and stops:", "", *notes, ""]
     header = list(rows[0])
     lines += ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r[c] for c in header) + " |" for r in rows]
+    lines += ["| " + " | ".join(r.get(c, "–") for c in header) + " |" for r in rows]
     if diffs:
         keys = [k for k in diffs[0] if "@" in k]
         lines += [
             "",
-            f"Difference from `{control}`, round by round ({conf} paired bootstrap CI over held-out prompts):",
+            f"Difference from the control, round by round ({conf} CI; paired over the prompts counted):",
             "",
-            "| condition | round | accuracy − control | " + " | ".join(f"{k} − control" for k in keys) + " |",
-            "|---|---:|---|" + "---|" * len(keys),
+            "| condition | control | round | prompts | accuracy − control | Holm-adjusted p | "
+            + " | ".join(f"{k} − control" for k in keys)
+            + " |",
+            "|---|---|---:|---:|---|---:|" + "---|" * len(keys),
         ]
         for d in diffs:
-            cells = [fmt_interval(d["accuracy"], "+.3f")] + [fmt_interval(d[k], "+.3f") for k in keys]
-            lines.append(f"| {d['condition']} | {d['round']} | " + " | ".join(cells) + " |")
+            adjusted = d["accuracy"].get("p_holm")
+            cells = [fmt_interval(d["accuracy"], "+.3f"), "–" if adjusted is None else _p(adjusted)]
+            cells += [fmt_interval(d[k], "+.3f") for k in keys]
+            lines.append(
+                f"| {d['condition']} | {d['control']} | {d['round']} | {d['prompts']} | "
+                + " | ".join(cells)
+                + " |"
+            )
     lines += [""] + [f"![{p.stem}](plots/{p.name})\n" for p in plots]
-    write_json(out / "comparison.json", {"control": control, "differences": diffs, "rows": rows})
+    write_json(
+        out / "comparison.json",
+        {"control": control, "replicates": replicates, "differences": diffs, "rows": rows, "notes": notes},
+    )
     return write_text(out / "comparison.md", "\n".join(lines))

@@ -59,24 +59,34 @@ def summarize(
             "no_answer_fraction": float(rows["answer"].isna().mean()),
             "truncated": int((rows["finish_reason"] == "length").sum()) if "finish_reason" in rows else None,
             "ci": {"method": method, "confidence": confidence, "n_boot": n_boot, "resampled": "prompts"},
-            "per_prompt": {
-                "prompt_id": [str(p) for p in counts.index],
-                "n": n.tolist(),
-                "correct": c.tolist(),
-                **{key: diversity[key].reindex(counts.index).tolist() for key in diversity.columns},
-                "verification_utility": {
-                    vid: M.per_prompt_utilities(rows, rows[f"kept_{vid}"].to_numpy(dtype=float))["ver"]
-                    .reindex(counts.index)
-                    .tolist()
-                    for vid in verifier_ids
-                },
-            },
+            "per_prompt": per_prompt_record(rows, verifier_ids, diversity),
         }
     )
     score_cols = [f"score_{v}" for v in verifier_ids]
     if len(score_cols) > 1:
         out["score_correlations"] = M.score_correlations(rows, score_cols)
     return M.json_safe(out)
+
+
+def per_prompt_record(
+    rows: pd.DataFrame, verifier_ids: list[str], diversity: pd.DataFrame | None = None
+) -> dict:
+    """What paired comparisons (rounds, conditions) and the stopping rules read of a round: per prompt
+    (sorted by id) its sample and correct counts, diversity and each verifier's verification utility."""
+    counts = rows.groupby("prompt_id", sort=True)["correct"].agg(n="size", c="sum")
+    diversity = M.diversity_per_prompt(rows) if diversity is None else diversity
+    return {
+        "prompt_id": [str(p) for p in counts.index],
+        "n": counts["n"].tolist(),
+        "correct": counts["c"].tolist(),
+        **{key: diversity[key].reindex(counts.index).tolist() for key in diversity.columns},
+        "verification_utility": {
+            vid: M.per_prompt_utilities(rows, rows[f"kept_{vid}"].to_numpy(dtype=float))["ver"]
+            .reindex(counts.index)
+            .tolist()
+            for vid in verifier_ids
+        },
+    }
 
 
 def confidence_label(metrics: dict) -> str:

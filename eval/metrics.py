@@ -413,7 +413,8 @@ def _distinct_n(texts: Iterable[Any], n: int) -> tuple[int, int]:
 
 
 def diversity_per_prompt(df: pd.DataFrame) -> pd.DataFrame:
-    """Per prompt (index prompt_id, sorted): distinct answers, answer entropy (nats), distinct-1/2.
+    """Per prompt (index prompt_id, sorted): distinct answers, answer entropy (nats), the spread of the
+    wrong answers (`distinct_wrong`, where a `correct` column is given), distinct-1/2.
 
     None answers are not distinct answers but form one category of the entropy. distinct-n pools the
     completions of a prompt (NaN for a prompt without any n-gram) and needs a `completion` column.
@@ -426,6 +427,8 @@ def diversity_per_prompt(df: pd.DataFrame) -> pd.DataFrame:
     distinct = (sizes.index.get_level_values("code") >= 0).astype(int)
     distinct = pd.Series(distinct, index=sizes.index).groupby(level="prompt_id").sum()
     out = pd.DataFrame({"distinct_answers": distinct.astype(float), "answer_entropy": entropy})
+    if "correct" in df.columns:
+        out["distinct_wrong"] = _distinct_wrong(df, codes).reindex(out.index)
     if "completion" in df.columns:
         texts = pd.Series(df["completion"].to_numpy(dtype=object)).groupby(df["prompt_id"].to_numpy())
         for n in (1, 2):
@@ -436,6 +439,19 @@ def diversity_per_prompt(df: pd.DataFrame) -> pd.DataFrame:
             out[f"distinct_{n}"] = pd.Series(ratios, dtype=float).reindex(out.index)
     out.index.name = "prompt_id"
     return out
+
+
+def _distinct_wrong(df: pd.DataFrame, codes: np.ndarray) -> pd.Series:
+    """Per prompt: (d − 1) / (w − 1) over its w >= 2 wrong samples that state an answer, d of them
+    distinct (1: every wrong answer differs, 0: the wrong samples agree); NaN below two such samples.
+    A model that only gets more accurate keeps it (fewer wrong samples, as spread as before); one that
+    converges on a wrong answer loses it."""
+    wrong = ~df["correct"].to_numpy().astype(bool) & (codes >= 0)
+    cells = pd.DataFrame({"prompt_id": df["prompt_id"].to_numpy()[wrong], "code": codes[wrong]})
+    grouped = cells.groupby("prompt_id", sort=True)["code"]
+    w, d = grouped.size(), grouped.nunique()
+    spread = (d - 1) / (w - 1).where(w >= 2)
+    return spread.astype(float)
 
 
 def answer_diversity(df: pd.DataFrame, **boot: Any) -> dict[str, dict[str, float]]:

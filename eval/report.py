@@ -246,7 +246,8 @@ def saturation_lines(history: list[dict]) -> list[str]:
     if not verdicts:
         return []
     lines = [
-        "Stopping rules after the last round (each fires only where its interval excludes the null):",
+        "Stopping rules after the last round (each holds its error rate over the whole study: it tests "
+        "every round at its share of 1 − confidence; docs/definitions.md):",
         "",
     ]
     for v in verdicts.values():

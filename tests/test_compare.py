@@ -19,7 +19,6 @@ def history(correct_by_round: list[list[int]], n: int = 4) -> list[dict]:
     return [
         {
             "round": t,
-            "pass_at_k": {str(n): {"value": 0.0}},
             "per_prompt": {"prompt_id": [f"p{i}" for i in range(len(c))], "n": [n] * len(c), "correct": c},
         }
         for t, c in enumerate(correct_by_round)
@@ -29,21 +28,67 @@ def history(correct_by_round: list[list[int]], n: int = 4) -> list[dict]:
 def test_differences_are_paired_over_the_same_prompts():
     control = history([[1, 2, 0, 4] * 5, [1, 2, 0, 4] * 5])
     better = history([[1, 2, 0, 4] * 5, [2, 3, 1, 4] * 5])  # +1 correct of 4 on 15 of 20 prompts
-    diffs = differences({"random": control, "self": better}, control="random", n_boot=300)
+    diffs = differences({"random": [control], "self": [better]}, control="random", n_boot=300)
     assert [(d["condition"], d["round"]) for d in diffs] == [("self", 0), ("self", 1)]
     r0, r1 = diffs
-    assert r0["accuracy"] == {"value": 0.0, "ci_low": 0.0, "ci_high": 0.0}  # the same round 0
+    assert (r0["accuracy"]["value"], r0["accuracy"]["ci_low"], r0["accuracy"]["ci_high"]) == (0.0, 0.0, 0.0)
     assert r1["accuracy"]["value"] == pytest.approx(0.1875) and r1["accuracy"]["ci_low"] > 0
+    assert r1["prompts"] == 20 and r1["accuracy"]["family"] == 1  # round 0 is not a comparison
     assert verdict(r1, "self", "random").startswith("self beats random on held-out accuracy after round 1")
-    assert "cannot be told apart" in verdict(r0, "self", "random")
     # prompts listed in another order pair up all the same
     shuffled = history([[1, 2, 0, 4] * 5, [2, 3, 1, 4] * 5])
     for h in shuffled:
         pp = h["per_prompt"]
         order = np.random.default_rng(0).permutation(20)
         h["per_prompt"] = {k: [pp[k][i] for i in order] for k in pp}
-    again = differences({"random": control, "self": shuffled}, control="random", n_boot=300)
+    again = differences({"random": [control], "self": [shuffled]}, control="random", n_boot=300)
     assert again[1]["accuracy"]["value"] == pytest.approx(r1["accuracy"]["value"])
+    # the paired count is the prompts both hold
+    fewer = history([[1, 2, 0, 4] * 4, [2, 3, 1, 4] * 4])
+    assert differences({"random": [control], "self": [fewer]}, "random", n_boot=300)[1]["prompts"] == 16
+
+
+def test_a_replicated_difference_carries_the_variance_between_seeds():
+    from scipy import stats
+
+    from eval.compare import replicated_difference
+
+    # every prompt moves with its run: the prompts add nothing, and the interval is the t interval of
+    # the three runs' mean differences (two degrees of freedom)
+    runs = np.array([0.10, -0.04, 0.07])
+    a = np.tile(runs[:, None], (1, 50)) + 0.3
+    b = np.full((3, 50), 0.3)
+    d = replicated_difference(a, b)
+    ci = stats.ttest_1samp(runs, 0).confidence_interval(0.95)
+    assert d["value"] == pytest.approx(runs.mean())
+    assert (d["ci_low"], d["ci_high"]) == pytest.approx((ci.low, ci.high))
+    assert d["p"] == pytest.approx(stats.ttest_1samp(runs, 0).pvalue)
+    assert d["seed_sd"] == pytest.approx(runs.std(ddof=1)) and d["replicates"] == 3
+    # the same mean from one run: a prompt bootstrap, far narrower, that leaves the seeds out
+    one = replicated_difference(a[:1], b[:1])
+    assert one["replicates"] == 1 and one["seed_sd"] is None
+
+
+def test_holm_adjusts_step_down():
+    from eval.compare import holm
+
+    assert holm([0.01, None, 0.04, 0.03]) == pytest.approx([0.03, None, 0.06, 0.06])
+    assert holm([0.5, 0.2]) == pytest.approx([0.5, 0.4])
+
+
+def test_a_comparison_of_identical_conditions_prints_no_verdict():
+    """Null comparisons through eval.compare: three conditions that differ in nothing, each training
+    run drifting on its own. With three seeds per condition and Holm's correction, a verdict is printed
+    in at most 1 − confidence of them; with one run per condition (intervals over prompts only) far
+    more often — the reversal a second seed showed."""
+    from trainer.null_study import NullSetup, run_scenario
+
+    rates = run_scenario(
+        NullSetup(prompts=48, rounds=2, replicates=3, run_drift=0.3), "comparison", studies=16
+    )
+    assert rates["holm"]["ci_low"] < 0.05, rates["holm"]
+    assert rates["holm"]["hits"] <= 2
+    assert rates["holm, one run per condition"]["rate"] > 0.3
 
 
 @pytest.mark.slow
@@ -116,6 +161,27 @@ def test_three_conditions_resume_and_compare(tmp_path, tiny_model_dir):
     assert again.returncode == 0, again.stderr[-3000:]
     assert (out / "random" / "round_001" / "generations.parquet").stat().st_mtime_ns == stamp
     assert json.loads((out / "comparison.json").read_text()) == result
+    assert "Each condition is one training run" in text
+
+    # a second training seed for every condition: replicate 0 is the runs above, resumed untouched
+    r = subprocess.run(
+        cmd + ["--replicates", "2"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (out / "random" / "round_001" / "generations.parquet").stat().st_mtime_ns == stamp
+    for name in ("self_mc", "oracle", "random"):
+        meta = json.loads((out / f"{name}_rep1" / "study.json").read_text())
+        assert meta["config"]["train_seed"] == 1 and meta["config"]["seed"] == 0
+    rep1 = pd.read_parquet(out / "random_rep1" / "round_001" / "generations.parquet")
+    assert rep1["completion"].tolist() != rnd["completion"].tolist()  # another draw of the same experiment
+    held_out = [
+        pd.read_parquet(out / d / "round_000" / "eval.parquet")["prompt_id"]
+        for d in ("random", "random_rep1")
+    ]
+    assert held_out[0].tolist() == held_out[1].tolist()  # the same held-out prompts
+    text = (out / "comparison.md").read_text()
+    assert "Each condition is 2 training runs" in text and "Holm" in text
+    assert json.loads((out / "comparison.json").read_text())["replicates"] == 2
 
 
 @pytest.mark.parametrize(
@@ -146,3 +212,16 @@ def test_bad_comparison_is_one_line_exit_2(tmp_path, conditions, needle):
     assert r.returncode == 2, r.stderr[-2000:]
     (line,) = [x for x in r.stderr.splitlines() if x.startswith("error:")]
     assert needle in line, line
+
+
+def test_a_condition_may_have_its_own_control():
+    base = history([[1, 2, 0, 4] * 5, [1, 2, 0, 4] * 5])
+    dpo_random = history([[1, 2, 0, 4] * 5, [2, 2, 0, 4] * 5])
+    dpo = history([[1, 2, 0, 4] * 5, [3, 3, 1, 4] * 5])
+    hists = {"sft_random": [base], "dpo_random": [dpo_random], "dpo": [dpo]}
+    diffs = differences(hists, "sft_random", n_boot=200, controls={"dpo": "dpo_random"})
+    pairs = {(d["condition"], d["control"]) for d in diffs}
+    assert pairs == {("dpo", "dpo_random"), ("dpo_random", "sft_random")}
+    last = {d["condition"]: d for d in diffs if d["round"] == 1}
+    assert last["dpo"]["accuracy"]["value"] == pytest.approx((1 + 1 + 1 + 0) / 4 / 4)
+    assert last["dpo"]["accuracy"]["family"] == 2  # both comparisons after round 0 share Holm's family

@@ -165,7 +165,7 @@ def test_an_old_sft_section_is_the_sft_rule(tmp_path):
     spec = {"base": path, "conditions": [{"name": "a"}, {"name": "b", "overrides": {"sft": {"epochs": 5}}}]}
     (tmp_path / "compare.yaml").write_text(json.dumps({**spec, "control": "a"}))
     studies = load_config(CompareConfig, ["--config", str(tmp_path / "compare.yaml")]).studies()
-    assert studies["a"].update.sft.epochs == 3 and studies["b"].update.sft.epochs == 5
+    assert studies["a"][0].update.sft.epochs == 3 and studies["b"][0].update.sft.epochs == 5
 
 
 @pytest.mark.parametrize(
@@ -266,8 +266,11 @@ def test_the_update_rules_comparison_loads():
     cfg = load_config(
         CompareConfig, ["--config", str(ROOT / "recipes" / "configs" / "compare_update_rules.yaml")]
     )
-    studies = cfg.studies()
+    studies = {name: runs[0] for name, runs in cfg.studies().items()}
     assert len(studies) == 9 and cfg.control == "sft_random"
+    assert cfg.controls() == {
+        f"{rule}_{c}": f"{rule}_random" for rule in ("dpo", "rpo") for c in ("mc", "oracle")
+    }
     for rule in ("sft", "dpo", "rpo"):
         mc, oracle, random = (studies[f"{rule}_{c}"] for c in ("mc", "oracle", "random"))
         assert (

@@ -111,6 +111,12 @@ class IterateConfig:
     saturation: SaturationConfig = knob(factory=SaturationConfig, help="")
     rounds: int = knob(3, "training rounds after round 0 (which evaluates the starting model)")
     seed: int = knob(0, "seeds the data, every round's sampling and training, and every bootstrap")
+    train_seed: int | None = knob(
+        None,
+        "seeds every round's sampling, the random control's draws and training (and DPO's pairs) in place "
+        "of `seed`, which still seeds the data and the intervals (training-seed replicates of a "
+        "comparison differ in it)",
+    )
     output_dir: str = knob("runs/quickstart", "the study folder; the same command resumes from it")
     report_to: str = knob("wandb", "wandb (offline unless logged in) | none")
     wandb_project: str = knob("mindgap", "the W&B project")
@@ -123,6 +129,11 @@ class IterateConfig:
 
     # Keys renamed since: a config (or a study folder's study.json) written before still loads.
     renamed: ClassVar[dict[str, str]] = {"sft": "update.sft"}
+
+    @property
+    def run_seed(self) -> int:
+        """The seed of sampling, filtering and training: `train_seed`, else `seed`."""
+        return self.seed if self.train_seed is None else self.train_seed
 
     def validate(self, key: str = "") -> None:
         problems = Problems()
@@ -360,10 +371,17 @@ class ConditionConfig:
 
     name: str = knob("", "the condition's name, which is its folder under the comparison's output_dir")
     overrides: dict = knob(factory=dict, help="study keys, as in a study config, that this condition changes")
+    control: str | None = knob(
+        None, "the condition this one is compared with (null: the comparison's control), e.g. its own rule's"
+    )
 
     def validate(self, key: str) -> None:
+        import re
+
         if not self.name or "/" in self.name or self.name.startswith("."):
             raise UserError(f"{key}.name: give each condition a folder name (no '/'), got {self.name!r}")
+        if re.search(r"_rep\d+$", self.name):
+            raise UserError(f"{key}.name: '{self.name}' ends like a replicate's folder (_rep<r>); rename it")
 
 
 @dataclass
@@ -374,9 +392,16 @@ class CompareConfig:
     study: dict = knob(factory=dict, help="study keys applied to every condition")
     conditions: list[ConditionConfig] = knob(factory=list, help="the conditions, each a study of its own")
     control: str = knob("random", "the condition every other one is compared with")
+    replicates: int = knob(
+        1,
+        "training runs per condition, each with its own train_seed on the same held-out prompts (replicate "
+        "r >= 1 in <condition>_rep<r>/); 1: the intervals leave out the variance between training runs",
+    )
     output_dir: str = knob("runs/compare", "the comparison's folder: a study folder per condition")
 
     def validate(self, key: str = "") -> None:
+        if self.replicates < 1:
+            raise UserError(f"replicates: must be >= 1, got {self.replicates}")
         names = [c.name for c in self.conditions]
         if len(names) < 2:
             raise UserError("conditions: list at least two conditions (e.g. self-verification and random)")
@@ -385,16 +410,29 @@ class CompareConfig:
             raise UserError(f"conditions: '{dup[0]}' appears twice; give each condition its own name")
         if self.control not in names:
             raise UserError(f"control: '{self.control}' is not one of the conditions ({', '.join(names)})")
+        for i, c in enumerate(self.conditions):
+            if c.control is not None and (c.control not in names or c.control == c.name):
+                raise UserError(
+                    f"conditions.{i}.control: '{c.control}' is not another condition ({', '.join(names)})"
+                )
+
+    def controls(self) -> dict[str, str]:
+        """Each condition's control, where it is not the comparison's own."""
+        return {c.name: c.control for c in self.conditions if c.control is not None}
         if self.base is not None and not Path(self.base).is_file():
             raise UserError(f"base: file {self.base} does not exist; name a study config file")
 
-    def studies(self) -> dict[str, IterateConfig]:
-        """Each condition's full study config, validated (a mistake names the condition's key)."""
+    def studies(self) -> dict[str, list[IterateConfig]]:
+        """Each condition's study configs, one per replicate, validated (a mistake names the
+        condition's key). Replicate r runs with train_seed = seed + r (replicate 0 with the study's own
+        seeds), so replicate r of every condition starts from the same samples; a comparison runs every
+        round of every condition unless a condition sets `saturation.stop` itself."""
         import copy
 
         import yaml
 
         base: dict = to_dict(IterateConfig())
+        base["saturation"]["stop"] = False  # a rule firing in one condition must not shorten it
         if self.base:
             merge(base, rename_old_keys(IterateConfig, yaml.safe_load(Path(self.base).read_text()) or {}))
         try:
@@ -412,16 +450,30 @@ class CompareConfig:
                         "prompts and their sampling are what makes them comparable); set it under study"
                     )
             merge(data, rename_old_keys(IterateConfig, copy.deepcopy(cond.overrides)))
-            data["output_dir"] = str(Path(self.output_dir) / cond.name)
-            data["run_name"] = data.get("run_name") or f"{Path(self.output_dir).name}/{cond.name}"
-            data["wandb_group"] = data.get("wandb_group") or Path(self.output_dir).name
-            try:
-                out[cond.name] = from_dict(IterateConfig, data)
-            except UserError as e:
-                lines = str(e).splitlines()
+            if "train_seed" in cond.overrides and self.replicates > 1:
                 raise UserError(
-                    "\n".join(f"conditions.{i} ({cond.name}): {line}" for line in lines)
-                ) from None
+                    f"conditions.{i}.overrides.train_seed: replicates set each run's train_seed; remove it"
+                )
+            from eval.compare import replicate_dir
+
+            group = data.get("wandb_group") or Path(self.output_dir).name
+            runs = []
+            for r in range(self.replicates):
+                rep = copy.deepcopy(data)
+                folder = replicate_dir(Path(self.output_dir), cond.name, r)
+                rep["output_dir"] = str(folder)
+                rep["run_name"] = data.get("run_name") or f"{Path(self.output_dir).name}/{folder.name}"
+                rep["wandb_group"] = group
+                if r > 0:
+                    rep["train_seed"] = rep["seed"] + r
+                try:
+                    runs.append(from_dict(IterateConfig, rep))
+                except UserError as e:
+                    lines = str(e).splitlines()
+                    raise UserError(
+                        "\n".join(f"conditions.{i} ({cond.name}): {line}" for line in lines)
+                    ) from None
+            out[cond.name] = runs
         return out
 
 

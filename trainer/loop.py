@@ -29,6 +29,7 @@ from eval.gap import confidence_label, fmt_ci, summarize
 from eval.metrics import json_safe, verifier_metrics
 from eval.report import write_report
 from eval.saturation import judge as saturation_judge
+from eval.saturation import stop_reason
 from trainer.config import CompareConfig, IterateConfig
 from trainer.console import StudyConsole
 from trainer.memory import gpu_mb, rss_mb
@@ -130,7 +131,7 @@ class Study:
         seconds, train, checkpoint = {}, {}, prev
         self.swap_seconds = None
         if t > 0:
-            seed = stage_seed(self.cfg.seed, t, TRAIN_STAGE)
+            seed = stage_seed(self.cfg.run_seed, t, TRAIN_STAGE)
             with self.timed(seconds, "sample", t):
                 rows = self.sample(
                     rd / "generations.parquet",
@@ -212,10 +213,12 @@ class Study:
         if metrics["round"] == 0:
             metrics["saturation"], metrics["stop"] = {}, None
             return None
-        verdicts = saturation_judge(self.history, self.cfg.saturation, self.cfg.bootstrap, self.cfg.seed)
+        cfg = self.cfg
+        verdicts = saturation_judge(
+            self.history, cfg.saturation, cfg.rounds, cfg.bootstrap, cfg.confidence, cfg.seed
+        )
         metrics["saturation"] = verdicts
-        fired = next((v["reason"] for v in verdicts.values() if v["fired"]), None)
-        metrics["stop"] = metrics["train"].get("stop") or fired
+        metrics["stop"] = metrics["train"].get("stop") or stop_reason(verdicts, cfg.saturation)
         return metrics["stop"]
 
     # ------------------------------------------------------------------ the engine
@@ -227,13 +230,13 @@ class Study:
         if self.sampler is None:
             with self.console.stage("starting the engine"):
                 self.sampler = build_sampler(
-                    checkpoint, self.cfg.engine, self.cfg.seed, log_dir=self.out / "logs"
+                    checkpoint, self.cfg.engine, self.cfg.run_seed, log_dir=self.out / "logs"
                 )
                 self.state.wait_for_everyone()  # a shared server is ready (and holds `checkpoint`)
             self.sampler.progress = self.console.progress
             self.loaded = checkpoint
             self.pool = VerifierPool(
-                self.sampler, self.base_dir, self.cfg.engine, self.task, self.shots, self.cfg.seed
+                self.sampler, self.base_dir, self.cfg.engine, self.task, self.shots, self.cfg.run_seed
             )
         elif self.loaded != checkpoint:
             start = time.perf_counter()
@@ -331,7 +334,7 @@ class Study:
 
     def update_seed(self, t: int) -> int:
         """Round t's seed of the update stage: its draws (DPO's pairs) and its training."""
-        return self.cfg.seed + t
+        return self.cfg.run_seed + t
 
     def update(self, rd: Path, rows: pd.DataFrame, prev: Path, t: int) -> tuple[Path, dict]:
         """Train round t's checkpoint from `prev` with the update rule on the selected `rows`, or read
@@ -354,7 +357,7 @@ class Study:
 
     def evaluate(self, rd: Path, checkpoint: Path, t: int) -> tuple[pd.DataFrame, dict]:
         """Held-out evaluation of `checkpoint`: accuracy, the gap of its self-verification, pass@k, diversity."""
-        seed = stage_seed(self.cfg.seed, t, EVAL_STAGE)
+        seed = stage_seed(self.cfg.run_seed, t, EVAL_STAGE)
         rows = self.sample(
             rd / "eval_generations.parquet",
             checkpoint,
@@ -440,7 +443,7 @@ class Study:
 
 def run_study(cfg: IterateConfig) -> list[dict]:
     """Run (or resume) a whole study; return the metrics of every round."""
-    seed_everything(cfg.seed)
+    seed_everything(cfg.run_seed)
     # the process group of a multi-process launch (gloo on CPU), before anything else creates it
     PartialState(cpu=_on_cpu(), timeout=dist_timeout())
     out = Path(cfg.output_dir)
@@ -483,16 +486,18 @@ def run_study(cfg: IterateConfig) -> list[dict]:
     return study.history
 
 
-def run_comparison(cfg: CompareConfig) -> dict[str, list[dict]]:
-    """Every condition's study (each resumable), then comparison.md beside them; the histories."""
-    from eval.compare import read_history, write_comparison
+def run_comparison(cfg: CompareConfig) -> dict[str, list[list[dict]]]:
+    """Every condition's studies (each resumable; replicate by replicate, so a comparison stopped part
+    way holds whole sets of conditions), then comparison.md beside them; the histories."""
+    from eval.compare import read_replicates, write_comparison
 
     studies = cfg.studies()
-    for study in studies.values():
-        run_study(study)
+    for r in range(cfg.replicates):
+        for runs in studies.values():
+            run_study(runs[r])
     out = Path(cfg.output_dir)
-    histories = {name: read_history(out / name) for name in studies}
-    first = next(iter(studies.values()))
+    histories = {name: read_replicates(out, name, cfg.replicates) for name in studies}
+    first = next(iter(studies.values()))[0]
     if PartialState().is_main_process:
         path = write_comparison(
             out,
@@ -502,6 +507,7 @@ def run_comparison(cfg: CompareConfig) -> dict[str, list[dict]]:
             n_boot=first.bootstrap,
             confidence=first.confidence,
             seed=first.seed,
+            controls=cfg.controls(),
         )
         print(f"comparison: {path}")
     return histories
