@@ -53,8 +53,15 @@ def main() -> None:
     vllm_quiet()
 
     from eval.saturation import SaturationConfig
-    from trainer.config import EngineConfig, FilterConfig, IterateConfig, SamplingConfig, TaskConfig
-    from trainer.distill import SFTOptions
+    from trainer.config import (
+        EngineConfig,
+        FilterConfig,
+        IterateConfig,
+        SamplingConfig,
+        SFTOptions,
+        TaskConfig,
+        UpdateConfig,
+    )
     from trainer.loop import Study
     from trainer.models import resolve_model
     from trainer.samplers import build_sampler
@@ -86,7 +93,7 @@ def main() -> None:
             eval_sampling=SamplingConfig(n=2, temperature=0.8, max_tokens=64),
             engine=engine,
             filter=FilterConfig("quantile", q=0.5),
-            sft=SFTOptions(method="lora", learning_rate=2e-4, epochs=1, batch_size=8),
+            update=UpdateConfig(sft=SFTOptions(method="lora", learning_rate=2e-4, epochs=1, batch_size=8)),
             saturation=SaturationConfig(relative_gap_below=None, pass_at_k_drop=None, diversity_drop=None),
             rounds=1,
             output_dir=str(out),

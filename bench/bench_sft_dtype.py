@@ -72,7 +72,7 @@ def main() -> None:
 
     accuracy["base"] = held_out(base)
     for dtype, bf16 in (("fp32", False), ("bf16", True)):
-        opts = SFTOptions(**{**cfg.sft.__dict__, "bf16": bf16})
+        opts = SFTOptions(**{**cfg.update.sft.__dict__, "bf16": bf16})
         sampler.sleep()
         start = time.perf_counter()
         stats[dtype] = distill(kept[["prompt", "completion"]], base, work / dtype, opts, seed=cfg.seed + 1)

@@ -16,6 +16,7 @@ ORDER = [
     "dtype_bf16_emulated",
     "verification",
     "distillation",
+    "dpo",
     "sft_dtype",
     "rounds",
     "scaling",
@@ -24,7 +25,7 @@ ORDER = [
 INTRO = """# Benchmarks
 
 mindgap's own overhead on top of vLLM and TRL, measured. A self-improvement round is sampling,
-verification and SFT; these benchmarks time each of them through mindgap against the engine used
+verification and the update (SFT or DPO); these benchmarks time each of them through mindgap against the engine used
 directly, side by side in one process (the machine is small and shared, so variants alternate and
 repeat, and the figures are medians and ratios of medians). Each script prints its figures and writes
 `bench/results/<name>.json`; this page is generated from those files by `bench/report.py`, so every
@@ -37,6 +38,7 @@ Run them one at a time (each builds its own vLLM engine), from the repository ro
 .venv/bin/python bench/bench_dtype.py
 .venv/bin/python bench/bench_verify.py
 .venv/bin/python bench/bench_distill.py
+.venv/bin/python bench/bench_dpo.py
 .venv/bin/python bench/bench_rounds.py
 .venv/bin/python bench/bench_scaling.py
 .venv/bin/python bench/report.py        # this page

@@ -102,12 +102,13 @@ def load_config(cls: type[C], argv: list[str] | None = None, default_config: str
     source = config_path
     if config_path:
         files: list[Path] = []
-        merge(data, read_config(config_path, inherit=_inherits(cls), files=files))
+        merge(data, read_config(config_path, inherit=_inherits(cls), files=files, cls=cls))
         if len(files) > 1:
             source = f"{config_path} or its base {', '.join(map(str, files[1:]))}"
     problems = Problems()
     for key, value in overrides:
         with problems.check():
+            key = _new_key(cls, key)
             _check_override(cls, key)
             _set_dotted(data, key, value)
     try:
@@ -118,11 +119,14 @@ def load_config(cls: type[C], argv: list[str] | None = None, default_config: str
     return cfg
 
 
-def read_config(path: str | Path, inherit: bool = True, files: list[Path] | None = None) -> dict:
+def read_config(
+    path: str | Path, inherit: bool = True, files: list[Path] | None = None, cls: type | None = None
+) -> dict:
     """The mapping a config file gives: its keys merged over those of the file its `base:` names (a
     path relative to the file; one from the working directory is taken where only that exists), which
     may name a base of its own; a cycle of bases is an error. `files` collects the files read, the
-    named one first. With `inherit=False` (a config whose own key is `base`, as recipes/compare.py's
+    named one first. With `cls`, each file's keys that `cls` has renamed move to their new place
+    before it is merged over its base. With `inherit=False` (a config whose own key is `base`, as recipes/compare.py's
     study config), `base` stays a key, its path resolved in the same way."""
     files = [] if files is None else files
     key = "base" if files else "--config"
@@ -154,6 +158,8 @@ def read_config(path: str | Path, inherit: bool = True, files: list[Path] | None
         )
     if not isinstance(loaded, dict):
         raise UserError(f"{key}: {path} must hold a mapping of keys, not {type(loaded).__name__}")
+    if cls is not None:
+        loaded = rename_old_keys(cls, loaded)
     base = loaded.pop("base", None) if inherit else loaded.get("base")
     if base is None:
         return loaded
@@ -163,7 +169,7 @@ def read_config(path: str | Path, inherit: bool = True, files: list[Path] | None
     if not inherit:
         loaded["base"] = str(base_path)
         return loaded
-    data = read_config(base_path, inherit, files)
+    data = read_config(base_path, inherit, files, cls)
     merge(data, loaded)
     return data
 
@@ -223,6 +229,38 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: to_dict(v) for k, v in obj.items()}
     return obj
+
+
+def rename_old_keys(cls: type, data: Any) -> Any:
+    """`data`, one layer of a `cls` config (a file's mapping, a comparison's overrides), with the
+    top-level keys `cls` has renamed moved to their new place: `cls.renamed` maps an old key to its
+    new dotted one (`{"sft": "update.sft"}`), so configs written before the rename keep working.
+    Rename each layer before merging it, so that later layers still override earlier ones."""
+    renamed = getattr(cls, "renamed", {})
+    if not isinstance(data, dict) or not any(old in data for old in renamed):
+        return data
+    data = dict(data)
+    for old, new in renamed.items():
+        if old not in data:
+            continue
+        value, node, parts = data.pop(old), data, new.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            child = {"name": child} if isinstance(child, str) else child  # `update: sft` shorthand
+            node[part] = dict(child) if isinstance(child, dict) else {}
+            node = node[part]
+        if parts[-1] in node:
+            raise UserError(f"{old}: the old name of {new}; set one of them, not both")
+        node[parts[-1]] = value
+    return data
+
+
+def _new_key(cls: type, key: str) -> str:
+    """A dotted override key with a renamed top-level key replaced (`sft.epochs` -> `update.sft.epochs`)."""
+    for old, new in getattr(cls, "renamed", {}).items():
+        if key == old or key.startswith(old + "."):
+            return new + key[len(old) :]
+    return key
 
 
 def merge(base: dict, update: dict) -> None:
@@ -410,8 +448,12 @@ def _build(cls: type[C], data: Any, key: str, source: str | None, problems: Prob
         problems.add(f"{key or 'config'}: expected a mapping{where}, got {data!r}")
         return cls()
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    renamed = getattr(cls, "renamed", {})
     for name in sorted(set(data) - set(fields)):
         full = f"{key}.{name}" if key else name
+        if name in renamed:
+            problems.add(f"{full}: renamed to {renamed[name]}{where}; move it there")
+            continue
         problems.add(
             f"unknown config key '{full}'{where}; valid keys{' under ' + key if key else ''}: "
             f"{', '.join(sorted(fields))}"

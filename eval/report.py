@@ -238,6 +238,7 @@ def table_rows(history: list[dict]) -> list[dict[str, str]]:
     """The report table, one dict per round keyed by its column names."""
     kmax = max((int(k) for k in history[-1]["pass_at_k"]), default=1)
     gap = f"gap [{level(history)} CI]"
+    dpo = any(h.get("train", {}).get("rule") == "dpo" for h in history)
     rows = []
     for h in history:
         train = h.get("train", {})
@@ -257,14 +258,29 @@ def table_rows(history: list[dict]) -> list[dict[str, str]]:
                 "maj@k": fmt_interval(h.get("maj_at_k")),
                 "distinct answers": _fmt(h["answer_diversity"].get("distinct_answers"), ".2f"),
                 "kept / sampled": f"{train.get('kept', '–')} / {train.get('sampled', '–')}",
-                "distilled": str(train.get("distilled", "–")),
+                **(_dpo_cells(train) if dpo else {"distilled": str(train.get("distilled", "–"))}),
                 "truncated": trunc,
                 "kept precision": fmt_interval(train.get("kept_precision")),
-                "SFT loss": _fmt(train.get("sft_loss")),
+                **({} if dpo else {"SFT loss": _fmt(train.get("sft_loss"))}),
                 "seconds": f"{sum(h.get('seconds', {}).values()):.0f}",
             }
         )
     return rows
+
+
+def _dpo_cells(train: dict) -> dict[str, str]:
+    """A DPO round's columns: its pairs (and prompts without one), how many pair a correct sample
+    over an incorrect one, and TRL's loss, reward margin and preference accuracy over its steps."""
+    pairs = train.get("dpo_pairs")
+    return {
+        "pairs (unpaired prompts)": "–"
+        if pairs is None
+        else f"{pairs} ({train.get('dpo_prompts_unpaired')})",
+        "pair precision": _fmt(train.get("dpo_pair_precision"), ".2f"),
+        "DPO loss": _fmt(train.get("dpo_loss")),
+        "reward margin": _fmt(train.get("dpo_reward_margin")),
+        "preference accuracy": _fmt(train.get("dpo_reward_accuracy"), ".2f"),
+    }
 
 
 def saturation_lines(history: list[dict]) -> list[str]:
@@ -306,9 +322,17 @@ def write_report(
         "gap, AUROC, pass@k and maj@k are on the held-out test prompts, each round's self-verification "
         "by its own model; kept, distilled and kept precision are of the round's train samples "
         "(truncated: train samples cut off at the token budget / held-out ones; truncated samples are "
-        "not distilled unless `sft.train_on_truncated`).",
+        "not trained on unless the rule's `train_on_truncated`).",
         "",
     ]
+    if any(h.get("train", {}).get("rule") == "dpo" for h in history):
+        lines[-1:] = [
+            "DPO rounds (update rule `dpo`): pairs are a prompt's kept samples against its dropped ones "
+            "(trainer/update/dpo.py); pair precision is the share whose chosen sample is correct and "
+            "rejected one incorrect; reward margin and preference accuracy are TRL's rewards/margins and "
+            "rewards/accuracies, means over the round's training steps (each on that step's batch).",
+            "",
+        ]
     lines += saturation_lines(history)
     lines += [
         "![accuracy and gap](plots/accuracy_gap.png)",

@@ -5,10 +5,11 @@
     python recipes/iterate.py --help                      # every key, its type, default and help
 
 Round 0 evaluates the starting model; each later round samples the train prompts from the current
-checkpoint, lets the model verify its own samples, keeps what the filter passes, distills it with
-TRL SFT, evaluates the new model on held-out prompts, logs the round and judges the stopping rules
-(`trainer.loop.Study.run_round` is that sequence). Output: runs/<study>/ (see README). Re-running
-the same command resumes.
+checkpoint, lets the model verify its own samples, keeps what the filter passes, trains the next
+checkpoint on it with the update rule (`update.name`: sft distills the kept samples with TRL SFT, dpo
+trains TRL DPO on kept-vs-dropped pairs), evaluates the new model on held-out prompts, logs the round
+and judges the stopping rules (`trainer.loop.Study.run_round` is that sequence). Output:
+runs/<study>/ (see README). Re-running the same command resumes.
 """
 
 from __future__ import annotations

@@ -204,7 +204,7 @@ def test_iterate_config_sections_and_roundtrip():
             "none",
         ],
     )
-    assert cfg.sft.method == "full" and cfg.saturation.diversity_drop is None and cfg.rounds == 2
+    assert cfg.update.sft.method == "full" and cfg.saturation.diversity_drop is None and cfg.rounds == 2
     again = load_config(IterateConfig, [f"--{k}={v}" for k, v in [("rounds", 2)]])
     assert to_dict(again)["rounds"] == 2
     with pytest.raises(UserError, match="report_to"):
@@ -238,7 +238,7 @@ def test_every_mistake_is_reported_at_once():
     with pytest.raises(UserError) as e:
         load_config(IterateConfig, ["--rounds", "-1", "--sampling.n", "0", "--sft.epochs", "0"])
     lines = str(e.value).splitlines()
-    assert {line.split(":")[0] for line in lines} == {"rounds", "sampling.n", "sft.epochs"}, lines
+    assert {line.split(":")[0] for line in lines} == {"rounds", "sampling.n", "update.sft.epochs"}, lines
 
 
 @pytest.mark.parametrize(
@@ -266,7 +266,7 @@ def test_trl_fields_pass_through_to_sft_config(tmp_path, tiny_model_dir):
 
     cfg = load_config(IterateConfig, ["--sft.trl", "{lr_scheduler_type: cosine, max_grad_norm: 0.5}"])
     rows = pd.DataFrame({"prompt": ["1 + 1 ="], "completion": [" 2"]})
-    trainer = build_trainer(rows, tiny_model_dir, cfg.sft, seed=0, work_dir=tmp_path)
+    trainer = build_trainer(rows, tiny_model_dir, cfg.update.sft, seed=0, work_dir=tmp_path)
     assert trainer.args.lr_scheduler_type == "cosine" and trainer.args.max_grad_norm == 0.5
 
 
@@ -289,7 +289,8 @@ def test_help_prints_every_key_with_its_type_default_and_help():
         "--sampling.n",
         "--eval_sampling.max_tokens",
         "--verifiers.<i>.name",
-        "--sft.trl",
+        "--update.sft.trl",
+        "--update.dpo.beta",
     ):
         assert key in out, key
     assert "--sampling.n" in out and "int = 4" in out and "samples per prompt" in out

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 
 from core.errors import UserError
-from trainer.distill import SFTOptions, build_trainer, distill, model_from_gathered_state
+from trainer.distill import SFTOptions, build_trainer, distill
+from trainer.training import model_from_gathered_state
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tests" / "scripts" / "distill_2proc.py"
@@ -302,13 +303,19 @@ def test_options_and_inputs_are_checked(tiny_model_dir, tmp_path):
 
 
 def launch(
-    config: str, model_dir: Path, out: Path, method: str, rounds: int = 1, num_processes: int | None = None
+    config: str,
+    model_dir: Path,
+    out: Path,
+    method: str,
+    rounds: int = 1,
+    num_processes: int | None = None,
+    rule: str = "sft",
 ):
     """Run tests/scripts/distill_2proc.py under `accelerate launch`; return the RESULT lines by (round, rank)."""
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "launch" / config)]
     if num_processes:
         cmd += ["--num_processes", str(num_processes)]
-    cmd += [str(SCRIPT), str(model_dir), str(out), method, str(rounds)]
+    cmd += [str(SCRIPT), str(model_dir), str(out), method, str(rounds), rule]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]

@@ -32,6 +32,7 @@ RECORD = ROOT / "tests" / "data" / "shipped_configs.json"
 # Each shipped config and the recipe that runs it.
 RECIPES = {
     "compare_quickstart.yaml": CompareConfig,
+    "compare_update_rules.yaml": CompareConfig,
     "cross_verify.yaml": CrossVerifyConfig,
     "cross_verify_families.yaml": CrossVerifyConfig,
     "gap_gemma.yaml": GapConfig,

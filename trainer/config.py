@@ -6,7 +6,9 @@ beside the code they configure (imported here so one module names every key):
     EngineConfig      trainer/samplers/base.py   the inference backend
     VerifierConfig    trainer/verifiers/base.py  one verification strategy (its `options`: the strategy)
     FilterConfig      trainer/filters.py         which samples a verifier's scores keep
-    SFTOptions        trainer/distill.py         distillation with TRL SFT
+    UpdateConfig      trainer/update/__init__.py the update rule and each rule's options:
+      SFTOptions      trainer/distill.py           sft: distillation with TRL SFT
+      DPOOptions      trainer/update/dpo.py        dpo: preference pairs with TRL DPO
     SaturationConfig  eval/saturation.py         the stopping rules
 
 Every recipe that measures starts from `RecipeConfig`: its seed and its bootstrap settings (`boot`).
@@ -19,8 +21,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
-from core.config import Problems, from_dict, knob, load_config, merge, one_of, read_config, to_dict
+from core.config import (
+    Problems,
+    from_dict,
+    knob,
+    load_config,
+    merge,
+    one_of,
+    read_config,
+    rename_old_keys,
+    to_dict,
+)
 from core.errors import UserError
 from eval.metrics import CI_METHODS, Bootstrap
 from eval.saturation import SaturationConfig
@@ -29,12 +42,14 @@ from trainer.distill import SFTOptions
 from trainer.filters import FilterConfig
 from trainer.models import DEFAULT_MODEL
 from trainer.samplers.base import EngineConfig, SamplingConfig
+from trainer.update import DPOOptions, UpdateConfig, check_update
 from trainer.verifiers.base import VerifierConfig
 
 __all__ = [
     "CompareConfig",
     "ConditionConfig",
     "CrossVerifyConfig",
+    "DPOOptions",
     "EngineConfig",
     "FilterConfig",
     "GapConfig",
@@ -46,6 +61,7 @@ __all__ = [
     "ScalingConfig",
     "ScalingModel",
     "TaskConfig",
+    "UpdateConfig",
     "VerifierConfig",
     "VerifyComputeConfig",
     "from_dict",
@@ -111,7 +127,7 @@ class GapConfig(RecipeConfig):
 
 @dataclass
 class IterateConfig(RecipeConfig):
-    """recipes/iterate.py: rounds of sample -> self-verify -> filter -> distill -> evaluate."""
+    """recipes/iterate.py: rounds of sample -> self-verify -> filter -> update (SFT, DPO) -> evaluate."""
 
     model: str = knob(
         DEFAULT_MODEL, "the starting model: an embedded alias, a local HF model dir, a .gguf file or a hub id"
@@ -125,13 +141,14 @@ class IterateConfig(RecipeConfig):
         help="the model's self-verification; the first one filters, the others are scored beside it",
     )
     filter: FilterConfig = knob(factory=FilterConfig, help="")
-    sft: SFTOptions = knob(factory=SFTOptions, help="")
+    update: UpdateConfig = knob(factory=UpdateConfig, help="")
     saturation: SaturationConfig = knob(factory=SaturationConfig, help="")
     rounds: int = knob(3, "training rounds after round 0 (which evaluates the starting model)")
     train_seed: int | None = knob(
         None,
-        "seeds every round's sampling, the random control's draws and SFT in place of `seed`, which "
-        "still seeds the data and the intervals (training-seed replicates of a comparison differ in it)",
+        "seeds every round's sampling, the random control's draws and training (and DPO's pairs) in place "
+        "of `seed`, which still seeds the data and the intervals (training-seed replicates of a "
+        "comparison differ in it)",
     )
     output_dir: str = knob("runs/quickstart", "the study folder; the same command resumes from it")
     report_to: str = knob("wandb", "wandb (offline unless logged in) | none")
@@ -139,6 +156,9 @@ class IterateConfig(RecipeConfig):
     wandb_group: str | None = knob(None, "the W&B group of the run (recipes/compare.py: one per comparison)")
     run_name: str | None = knob(None, "the W&B run name; defaults to the study folder's name")
     log_samples: int = knob(16, "rows of the W&B table of sample generations per round")
+
+    # Keys renamed since: a config (or a study folder's study.json) written before still loads.
+    renamed: ClassVar[dict[str, str]] = {"sft": "update.sft"}
 
     @property
     def run_seed(self) -> int:
@@ -154,6 +174,10 @@ class IterateConfig(RecipeConfig):
             check_token_budget(self.engine, sampling, listed(self.verifiers))
         with problems.check():
             super().validate(key)
+        if self.verifiers:
+            first = self.verifiers[0]
+            with problems.check():
+                check_update(self.update, first, first.filter or self.filter)
         with problems.check():
             one_of("report_to", self.report_to, ("wandb", "none"))
         if self.rounds < 0:
@@ -415,9 +439,9 @@ class CompareConfig:
         base: dict = to_dict(IterateConfig())
         base["saturation"]["stop"] = False  # a rule firing in one condition must not shorten it
         if self.base:
-            merge(base, read_config(self.base))
+            merge(base, read_config(self.base, cls=IterateConfig))
         try:
-            merge(base, copy.deepcopy(self.study))
+            merge(base, rename_old_keys(IterateConfig, copy.deepcopy(self.study)))
             from_dict(IterateConfig, copy.deepcopy(base))
         except UserError as e:
             raise UserError("\n".join(f"study: {line}" for line in str(e).splitlines())) from None
@@ -430,7 +454,7 @@ class CompareConfig:
                         f"conditions.{i}.overrides.{shared}: the conditions must share it (the held-out "
                         "prompts and their sampling are what makes them comparable); set it under study"
                     )
-            merge(data, copy.deepcopy(cond.overrides))
+            merge(data, rename_old_keys(IterateConfig, copy.deepcopy(cond.overrides)))
             if "train_seed" in cond.overrides and self.replicates > 1:
                 raise UserError(
                     f"conditions.{i}.overrides.train_seed: replicates set each run's train_seed; remove it"

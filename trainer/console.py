@@ -132,8 +132,8 @@ class StudyConsole:
         if self._log is not None:
             print(text, file=self._log, flush=True)
 
-    def sft_callback(self):
-        """A transformers TrainerCallback that shows SFT's step and last loss as the stage's progress."""
+    def train_callback(self):
+        """A transformers TrainerCallback that shows training's step and last loss as the stage's progress."""
         from transformers import TrainerCallback
 
         console = self

@@ -121,13 +121,13 @@ def random_filter(rows: pd.DataFrame, scores: np.ndarray, cfg: FilterConfig, see
     for pid, idx in rows.groupby("prompt_id", sort=False).indices.items():
         k = int((budget[idx] > 0).sum())
         if k:
-            rng = np.random.default_rng([seed & 0xFFFFFFFF, _stable_hash(str(pid))])
+            rng = np.random.default_rng([seed & 0xFFFFFFFF, stable_hash(str(pid))])
             by_sample = idx[np.argsort(order[idx], kind="stable")]
             weights[rng.choice(by_sample, size=k, replace=False)] = 1.0
     return weights
 
 
-def _stable_hash(text: str) -> int:
+def stable_hash(text: str) -> int:
     """A 32-bit hash of `text` that is the same in every process (unlike `hash`)."""
     import hashlib
 

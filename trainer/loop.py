@@ -1,14 +1,15 @@
-"""The self-improvement loop: sample -> self-verify -> filter -> distill -> evaluate, round after round.
+"""The self-improvement loop: sample -> self-verify -> filter -> update -> evaluate, round after round.
 
 Round 0 evaluates the starting model. Round t >= 1 samples the train prompts from the model of round
-t-1, lets it verify its own samples, filters them, distills the kept ones into a new checkpoint,
-swaps that into the running engine, evaluates it on the held-out prompts, logs the round and judges
-the stopping rules: `Study.run_round` reads in that order. Every stage writes its files atomically
-into the round's folder and is recorded there (trainer/runfolder.py: `round_stages` are a round's);
-a finished stage is reused, checked first, so re-running the command resumes.
+t-1, lets it verify its own samples, filters them, trains a new checkpoint on them with the update
+rule (`update.name`: SFT on the kept samples, DPO on kept-vs-dropped pairs; trainer/update/), swaps
+that into the running engine, evaluates it on the held-out prompts, logs the round and judges the
+stopping rules: `Study.run_round` reads in that order. Every stage writes its files atomically into
+the round's folder and is recorded there (trainer/runfolder.py: `round_stages` are a round's); a
+finished stage is reused, checked first, so re-running the command resumes.
 
 Under `accelerate launch` every rank runs the same code: sampling and verification are split across
-ranks and gathered, SFT runs on all ranks (DDP or DeepSpeed), and only the main process writes.
+ranks and gathered, training runs on all ranks (DDP or DeepSpeed), and only the main process writes.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pandas as pd
 from accelerate import PartialState
 from accelerate.utils import gather_object
 
-from core.config import to_dict
+from core.config import rename_old_keys, to_dict
 from core.errors import UserError
 from core.io import write_json, write_text
 from eval.gap import confidence_label, fmt_ci, summarize
@@ -39,6 +40,7 @@ from trainer.runfolder import RunFolder, Stage
 from trainer.samplers.base import Sampler
 from trainer.stages import VerifierPool, generate_rows, select_rows, verify_rows
 from trainer.tracking import Tracker
+from trainer.update import RULES, UpdateRule, make_rule
 from trainer.verifiers.ensemble import add_shared_member_costs
 
 # Keys that may change between a run and its resume without invalidating finished stages.
@@ -74,28 +76,26 @@ def stage_seed(seed: int, t: int, stage: int) -> int:
     return seed + ROUND_STRIDE * t + stage
 
 
-# What distillation writes into a round's folder (the update stage's outputs).
-DISTILL_OUTPUTS = ("checkpoint", "sft.json")
-
-
-def round_stages(t: int, update_outputs: tuple[str, ...] = DISTILL_OUTPUTS) -> dict[str, Stage]:
-    """Round t's stages in the order they are made, by name: from round 1 the train prompts' samples,
-    their verification and selection and the update of the model; in every round the held-out
-    evaluation and the round's metrics (its last stage: the round is finished)."""
+def round_stages(t: int, rule: str = "sft") -> dict[str, Stage]:
+    """Round t's stages in the order they are made: from round 1 the train prompts' samples, their
+    verification and selection and the update of the model by the rule `rule` (its checkpoint and
+    `<rule>.json`; the stage is named as the rule's on the console: distill, dpo); in every round the
+    held-out evaluation and the round's metrics (its last stage: the round is finished). Keyed by
+    name, the update stage as "update"."""
     rd = f"round_{t:03d}"
-    train = [
-        Stage(rd, "generations", ("generations.parquet",)),
-        Stage(rd, "verification", ("verification.parquet", "verification_costs.json")),
-        Stage(rd, "selection", ("selection.parquet",)),
-        Stage(rd, "distill", update_outputs),
-    ]
+    train = {
+        "generations": Stage(rd, "generations", ("generations.parquet",)),
+        "verification": Stage(rd, "verification", ("verification.parquet", "verification_costs.json")),
+        "selection": Stage(rd, "selection", ("selection.parquet",)),
+        "update": Stage(rd, RULES[rule].stage, ("checkpoint", f"{rule}.json")),
+    }
     evaluation = [
         Stage(rd, "eval_generations", ("eval_generations.parquet",)),
         Stage(rd, "eval_verification", ("eval_verification.parquet", "eval_verification_costs.json")),
         Stage(rd, "eval", ("eval.parquet",)),
         Stage(rd, "metrics", ("metrics.json",)),
     ]
-    return {s.name: s for s in (train if t else []) + evaluation}
+    return {**(train if t else {}), **{s.name: s for s in evaluation}}
 
 
 def open_study_folder(cfg: IterateConfig) -> RunFolder:
@@ -103,14 +103,17 @@ def open_study_folder(cfg: IterateConfig) -> RunFolder:
     out = Path(cfg.output_dir)
     found = [int(p.name[6:]) for p in out.glob("round_[0-9][0-9][0-9]") if p.name[6:].isdigit()]
     last = max([cfg.rounds, *found])
+    # the options of the rules the study does not use may change too (a config holds several rules')
+    unused = tuple(f"update.{name}" for name in RULES if name != cfg.update.name)
     return RunFolder.open(
         out,
         to_dict(cfg),
-        RESUMABLE_CHANGES,
+        (*RESUMABLE_CHANGES, *unused),
         to_dict(IterateConfig()),
-        layout=[s for t in range(last + 1) for s in round_stages(t).values()],
+        layout=[s for t in range(last + 1) for s in round_stages(t, cfg.update.name).values()],
         chain=True,
         study=True,
+        upgrade=lambda saved: rename_old_keys(IterateConfig, saved),  # `sft` is update.sft now
     )
 
 
@@ -138,6 +141,7 @@ class Study:
     test_problems: list = field(init=False)  # held out: every round's evaluation
     test_prompts: list = field(init=False)
     shots: list = field(init=False)  # worked examples for verifier prompts, never sampled or verified
+    rule: UpdateRule = field(init=False)  # how a round's selected samples train the next checkpoint
     sampler: Sampler | None = None  # the one engine, started on first use
     loaded: Path | None = None  # the checkpoint whose weights the engine holds
     pool: VerifierPool | None = None  # the verifiers' engines (the generator's, and cross-verifiers')
@@ -168,12 +172,14 @@ class Study:
             cfg.seed,
             ("eval_sampling.max_tokens", cfg.eval_sampling.max_tokens, context),
         )
+        first = self.cfg.verifiers[0]
+        self.rule = make_rule(self.cfg.update, first, first.filter or self.cfg.filter)
 
     # ------------------------------------------------------------------ a round
 
     def run_round(self, t: int, prev: Path) -> tuple[dict, Path, str | None]:
         """Run (or resume) round t from checkpoint `prev`; return its metrics, checkpoint and stop reason."""
-        stages = round_stages(t)
+        stages = round_stages(t, self.rule.name)
         if self.run.done(stages["metrics"]):
             return self.resume_round(t, stages)
         seconds, train, checkpoint = {}, {}, prev
@@ -192,15 +198,11 @@ class Study:
             with self.timed(seconds, "verify", t):
                 rows, costs = self.verify(stages["verification"], rows, prev)
             rows = self.select(stages["selection"], rows, seed)
-            distilled, train = self.training_set(rows, costs, t)
-            if len(distilled):
-                with self.timed(seconds, "distill", t):
-                    checkpoint, sft = self.distill(stages["distill"], distilled, prev, t)
-                train.update(
-                    sft_loss=sft.get("train_loss"),
-                    sft_steps=sft.get("steps"),
-                    sft_tokens_per_second=sft.get("tokens_per_second"),
-                )
+            train = self.training_set(rows, costs, t)
+            if not train.get("stop"):
+                with self.timed(seconds, self.rule.stage, t):
+                    checkpoint, stats = self.update(stages["update"], rows, prev, t)
+                train.update(self.rule.record(stats))
         with self.timed(seconds, "evaluate", t):
             eval_rows, metrics = self.evaluate(stages, checkpoint, t)
         metrics.update(
@@ -235,20 +237,20 @@ class Study:
         self.console.round_line(f"round {t}: finished before ({self.summary(m)})")
         return m, self.checkpoint_path(m["checkpoint"]), stop
 
-    def training_set(self, rows: pd.DataFrame, costs: dict, t: int) -> tuple[pd.DataFrame, dict]:
-        """The kept samples to distill, and what the round records about its train samples."""
+    def training_set(self, rows: pd.DataFrame, costs: dict, t: int) -> dict:
+        """What the round records about its train samples and what the update rule trains on (a
+        `stop` reason where that is nothing)."""
         kept = rows[rows["kept"]]
         truncated = rows["finish_reason"] == "length"
-        # A truncated sample never finished its answer: by default it is not distilled (the model
-        # would learn to stop mid-thought where the token budget ran out).
-        distilled = kept if self.cfg.sft.train_on_truncated else kept[~truncated[rows["kept"]]]
+        data, counts = self.rule.training_data(rows, self.update_seed(t))
         on_train = verifier_metrics(
             rows, self.cfg.verifiers[0].column, rows["kept"].to_numpy(dtype=float), **self.cfg.boot
         )
         train = {
+            "rule": self.rule.name,
             "sampled": len(rows),
             "kept": len(kept),
-            "distilled": len(distilled),
+            **counts,  # what the rule trains on: `distilled` rows (sft), `dpo_pairs` (dpo), ...
             "truncated_sampled": int(truncated.sum()),
             "truncated_kept": int(truncated[rows["kept"]].sum()),
             "train_accuracy": on_train["generation_utility"],
@@ -257,14 +259,9 @@ class Study:
             **json_safe({key: on_train[key] for key in ("rare_answer_recall", "kept_answer_entropy")}),
             "verification_tokens": sum(c["tokens"] for c in costs.values()),
         }
-        if len(distilled) == 0:
-            why = "kept none" if len(kept) == 0 else f"kept only truncated samples ({len(kept)})"
-            train["stop"] = (
-                f"round {t}: the filter {why} of the {len(rows)} samples, so there is nothing to distill; "
-                "loosen `filter`, change the verifier"
-                + ("" if len(kept) == 0 else ", raise sampling.max_tokens or set sft.train_on_truncated")
-            )
-        return distilled, train
+        if len(data) == 0:
+            train["stop"] = f"round {t}: {self.rule.nothing_to_train(rows, counts)}"
+        return train
 
     def judge(self, metrics: dict) -> str | None:
         """Judge the stopping rules after the round `metrics` (the last of the history so far), recording
@@ -379,24 +376,22 @@ class Study:
     def select(self, stage: Stage, rows: pd.DataFrame, seed: int) -> pd.DataFrame:
         return self.run.stage(stage, lambda: select_rows(rows, self.cfg.verifiers, self.cfg.filter, seed))
 
-    def distill(self, stage: Stage, kept: pd.DataFrame, prev: Path, t: int) -> tuple[Path, dict]:
-        from trainer.distill import distill
+    def update_seed(self, t: int) -> int:
+        """Round t's seed of the update stage: its draws (DPO's pairs) and its training."""
+        return self.cfg.run_seed + t
 
-        ckpt, stats_file = self.run.path(stage, "checkpoint"), "sft.json"
+    def update(self, stage: Stage, rows: pd.DataFrame, prev: Path, t: int) -> tuple[Path, dict]:
+        """Train round t's checkpoint from `prev` with the update rule on the selected `rows`, or read
+        it back (with the stats in `<rule>.json`) where a run before finished it."""
+        ckpt, stats_file = self.run.path(stage, "checkpoint"), f"{self.rule.name}.json"
         if self.run.done(stage):
             return ckpt, self.run.read(stage, stats_file)
         self.run.check_use(prev)  # trained further from here
         with self.run.making(stage):
             if self.pool is not None:
-                self.pool.sleep()  # frees the engines' GPU memory while SFT runs (no-op on CPU)
-            columns = ["prompt", "completion"] + (["finish_reason"] if "finish_reason" in kept else [])
-            stats = distill(
-                kept[columns],
-                prev,
-                ckpt,
-                self.cfg.sft,
-                seed=self.cfg.run_seed + t,
-                callbacks=[self.console.sft_callback()],
+                self.pool.sleep()  # frees the engines' GPU memory while training runs (no-op on CPU)
+            ckpt, stats = self.rule.train(
+                rows, prev, ckpt, seed=self.update_seed(t), callbacks=[self.console.train_callback()]
             )
             gc.collect()
             if self.pool is not None:
@@ -460,6 +455,7 @@ class Study:
             f"accuracy {fmt_ci(metrics['generation_utility'], signed=False)}, gap {fmt_ci(metrics['gap'])} "
             f"({confidence_label(metrics)} CI)"
             + (f", kept {train['kept']}/{train['sampled']}" if train.get("kept") is not None else "")
+            + (f", {train['dpo_pairs']} pairs" if train.get("dpo_pairs") is not None else "")
             + f", {sum(metrics.get('seconds', {}).values()):.0f}s"
         )
 

@@ -462,7 +462,11 @@ def scaling(cfg: ScalingConfig, log=print) -> dict:
                     "model": m.model,
                     "n_params_from": "config" if m.n_params else "checkpoint",
                     "output_dir": gap_cfg.output_dir,
-                    **{k: vm[k] for k in ("generation_utility", "verification_utility", "gap")},
+                    # the run's own numbers (its relative gap's interval never zero-width: eval/gap.py)
+                    **{
+                        k: vm[k]
+                        for k in ("generation_utility", "verification_utility", "gap", "relative_gap")
+                    },
                     "auroc": vm.get("auroc"),
                     "oracle_gap": metrics["verifiers"].get("oracle", {}).get("gap"),
                 },

@@ -81,6 +81,7 @@ class RunFolder:
     finished: set[str] = field(default_factory=set)  # keys of finished stages
     may_change: tuple[str, ...] = ()  # config keys that may differ from the saved ones
     defaults: dict = field(default_factory=dict)  # the config class's defaults (keys added since)
+    upgrade: Callable[[dict], dict] | None = None  # a saved config's keys renamed since, moved
 
     # ------------------------------------------------------------------ opening
 
@@ -95,12 +96,20 @@ class RunFolder:
         layout: list[Stage] = (),
         chain: bool = False,
         study: bool = False,
+        upgrade: Callable[[dict], dict] | None = None,
     ) -> RunFolder:
         """Check a new or resumed run folder (module docstring); raise the first problem as a UserError
         on every process. Creates the folder; otherwise writes nothing but what `--redo` deletes and
         the records of an older run's stages."""
         run = cls(
-            Path(out), config, list(layout), chain, study, may_change=tuple(may_change), defaults=defaults
+            Path(out),
+            config,
+            list(layout),
+            chain,
+            study,
+            may_change=tuple(may_change),
+            defaults=defaults,
+            upgrade=upgrade,
         )
         run.meta, run.records, run.unhashed, run.notes = _agree(run._check)
         run.finished = {s.key for s in run.layout if s.name in run._stages(s.folder)}
@@ -246,6 +255,8 @@ class RunFolder:
         return meta, self.records, self.unhashed, self.notes
 
     def _check_config(self, before: dict, where: Path) -> None:
+        if self.upgrade is not None:
+            before = self.upgrade(before)
         key = changed_key(fill_missing(before, self.defaults), self.config, self.may_change)
         if key is None:
             return

@@ -19,11 +19,13 @@ from trl import SFTTrainer
 from trl.trainer.utils import FusedCausalLMOutput
 
 
-def add_compact_lm_head(model) -> None:
+def add_compact_lm_head(model, outputs: tuple[str, ...] = ()) -> None:
     """Give `model` (a causal LM) a forward that, called with `fused_lm_head=True` and `labels`, runs
     the backbone and projects only the positions whose next-token label is not -100, returning their
     log-probabilities (scattered back to the label shape) and the mean loss. Without the flag the
-    forward is the one it had."""
+    forward is the one it had. `outputs` adds per-token fields of TRL's fused head that a trainer
+    logs, on the same positions and without gradient: `entropy`, `mean_logits` (over the vocabulary),
+    `is_top1` (the label is the arg-max)."""
     original = model.forward
     text_config = model.config.get_text_config()
     softcap = getattr(text_config, "final_logit_softcapping", None)
@@ -44,10 +46,22 @@ def add_compact_lm_head(model) -> None:
             logits = logits * scale
         if softcap is not None:
             logits = torch.tanh(logits / softcap) * softcap
-        picked = torch.log_softmax(logits.float(), dim=-1).gather(1, target[mask].unsqueeze(1)).squeeze(1)
+        every = torch.log_softmax(logits.float(), dim=-1)
+        picked = every.gather(1, target[mask].unsqueeze(1)).squeeze(1)
         log_probs = picked.new_zeros(mask.shape).masked_scatter(mask, picked)
         count = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
-        return FusedCausalLMOutput(loss=-picked.sum() / count, log_probs=log_probs, label_mask=mask)
+        extra = {}
+        if outputs:
+            with torch.no_grad():
+                fields = {
+                    "entropy": lambda: -(every.exp() * every).sum(-1),
+                    "mean_logits": lambda: logits.float().mean(-1),
+                    "is_top1": lambda: logits.argmax(-1) == target[mask],
+                }
+                for name in outputs:
+                    value = fields[name]()
+                    extra[name] = value.new_zeros(mask.shape).masked_scatter(mask, value)
+        return FusedCausalLMOutput(loss=-picked.sum() / count, log_probs=log_probs, label_mask=mask, **extra)
 
     model.forward = types.MethodType(forward, model)
 

@@ -1,7 +1,9 @@
-"""Distill under `accelerate launch`, round after round like the loop (tests/test_distill.py runs it).
+"""Train under `accelerate launch`, round after round like the loop (tests/test_distill.py and
+tests/test_update.py run it): SFT with `trainer.distill.distill`, or DPO with
+`trainer.update.dpo.preference_train` on pairs of a right and a wrong answer.
 
     accelerate launch --config_file launch/cpu_2proc.yaml tests/scripts/distill_2proc.py \
-        MODEL_DIR OUT_DIR [METHOD [ROUNDS]]
+        MODEL_DIR OUT_DIR [METHOD [ROUNDS [RULE]]]       # RULE: sft (default) | dpo
 
 Round r trains on the checkpoint of round r-1 and writes OUT_DIR/round_<r>/checkpoint. After each
 round every rank prints one line `RESULT {json}` with the round, its rank, the checksum of its trained
@@ -25,7 +27,14 @@ def rows(tokenizer, n: int = 16) -> pd.DataFrame:
         prompt = tokenizer.apply_chat_template(
             [{"role": "user", "content": f"What is {a} + {b}?"}], tokenize=False, add_generation_prompt=True
         )
-        out.append({"prompt": prompt, "completion": f"{a} + {b} = {a + b}." + tokenizer.eos_token})
+        out.append(
+            {
+                "prompt": prompt,
+                "completion": f"{a} + {b} = {a + b}." + tokenizer.eos_token,
+                "chosen": f"{a} + {b} = {a + b}.",
+                "rejected": f"{a} + {b} = {a + b + 1}.",
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -39,10 +48,12 @@ def main() -> None:
 
     import core.io
     from trainer.distill import SFTOptions, distill
+    from trainer.update.dpo import DPOOptions, preference_train
 
     model_dir, out_dir = Path(sys.argv[1]), Path(sys.argv[2])
     method = sys.argv[3] if len(sys.argv) > 3 else "lora"
     rounds = int(sys.argv[4]) if len(sys.argv) > 4 else 1
+    rule = sys.argv[5] if len(sys.argv) > 5 else "sft"
     state = PartialState(cpu=not torch.cuda.is_available())  # as the loop does before any stage
 
     saves = []
@@ -61,13 +72,17 @@ def main() -> None:
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     # fp32 in every CPU regime: the test compares ranks and launchers to 1e-4
-    opts = SFTOptions(method=method, learning_rate=1e-3, batch_size=4, epochs=1, max_length=128, bf16=False)
+    kw = dict(
+        method=method, learning_rate=1e-3, batch_size=4, grad_accum=1, epochs=1, max_length=128, bf16=False
+    )
+    opts = SFTOptions(**kw) if rule == "sft" else DPOOptions(**kw)
+    train = distill if rule == "sft" else preference_train
     prev = model_dir
     for r in range(rounds):
         saves.clear()
         ckpt = out_dir / f"round_{r}" / "checkpoint"
         trained.clear()
-        stats = distill(rows(tok), prev, ckpt, opts, seed=r, callbacks=[Watch()])
+        stats = train(rows(tok), prev, ckpt, opts, seed=r, callbacks=[Watch()])
         gc.collect()
         result = {
             "round": r,
