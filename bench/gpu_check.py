@@ -59,6 +59,7 @@ class Check:
     def __init__(self, path: Path, cpu: bool):
         self.path = path
         self.data = {"machine": machine(cpu), "checks": {}, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        self.data["commit"] = _commit()
 
     @contextlib.contextmanager
     def run(self, name: str):
@@ -95,6 +96,17 @@ class Check:
 
 
 START = time.perf_counter()
+
+
+def _commit() -> str | None:
+    """The checkout's commit, where the tree travelled with its .git (a device call sends none)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        )
+    except OSError:
+        return None
+    return out.stdout.strip() or None
 
 
 def machine(cpu: bool) -> dict:
