@@ -18,12 +18,12 @@ majority  1 where the completion's extracted answer (the task's extractor) is it
           answer, else 0: TTRL's label; the group is the batch's completions of the same prompt, an
           answer-less completion does not vote and gets 0, a tie goes to the answer seen first
 oracle    the task's checker (RLVR, the ceiling): 1 where the extracted answer is correct
-random    Bernoulli(`rate`), drawn per completion from (`seed`, the step, the rank): the control,
+random    Bernoulli(`rate`) per completion, the batch drawn from (`seed`, the step): the control,
           whose rate is the one the self-reward gives (GRPO sets it from the round's verification)
 
 Each call also checks every completion against the task (whatever the reward), and keeps, on the
-main process, one record per completion (`Reward.records`: step, prompt_id, reward, correct, tokens)
-so that a run can tell how often the reward agreed with the checker.
+main process, one record per completion (`Reward.records`: step, prompt_id, answer, reward,
+correct, tokens) so that a run can tell how often the reward agreed with the checker.
 
 Under several processes, TRL calls the reward on every rank with that rank's completions; a group
 may be split across ranks, so the reward gathers the batch, scores (a verifier: each rank its share
@@ -112,6 +112,7 @@ class Reward:
                 {
                     "step": int(step),
                     "prompt_id": r["prompt_id"],
+                    "answer": r["answer"],
                     "reward": s,
                     "correct": r["correct"],
                     "tokens": r["tokens"],
@@ -135,9 +136,8 @@ class Reward:
         if self.kind == "majority":
             return majority_rewards([r["prompt_id"] for r in rows], [r["answer"] for r in rows])
         if self.kind == "random":
-            rank_rows = len(rows)
-            rng = np.random.default_rng([self.seed, int(step)])
-            return [float(x) for x in rng.random(rank_rows) < self.rate]
+            rng = np.random.default_rng([self.seed, int(step)])  # the same draw on every rank
+            return [float(x) for x in rng.random(len(rows)) < self.rate]
         return self.verify(rows, state)
 
     def verify(self, rows: list[dict], state) -> list[float | None]:

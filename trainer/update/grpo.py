@@ -157,15 +157,8 @@ class GRPOOptions:
             problems.add(
                 f"{key}.save_steps: must be >= 0 (0: no checkpoints inside a round), got {self.save_steps}"
             )
-        if self.num_generations is not None and self.num_generations < 2:
-            problems.add(
-                f"{key}.num_generations: GRPO compares a prompt's completions with each other, so it needs "
-                f"at least 2, got {self.num_generations}"
-            )
         if self.max_completion_length is not None and self.max_completion_length < 1:
             problems.add(f"{key}.max_completion_length: must be >= 1, got {self.max_completion_length}")
-        if self.temperature is not None and self.temperature <= 0:
-            problems.add(f"{key}.temperature: must be > 0 (GRPO samples its groups), got {self.temperature}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             problems.add(f"{key}.top_p: must be in (0, 1], got {self.top_p}")
         if str(self.vllm).lower() not in VLLM:
@@ -217,14 +210,16 @@ def check_rollouts(opts: GRPOOptions, sampling, key: str, world_size: int = 1) -
         return f"{key}.{name}" if getattr(opts, name) is not None else study_key.get(name, f"sampling.{name}")
 
     if r.num_generations < 2:
+        hint = "" if opts.num_generations is not None else f" or set {key}.num_generations"
         raise UserError(
-            f"{where('num_generations')}: GRPO needs groups of at least 2 completions a prompt, got "
-            f"{r.num_generations}; raise it or set {key}.num_generations"
+            f"{where('num_generations')}: GRPO compares a prompt's completions with each other, so it needs "
+            f"groups of at least 2, got {r.num_generations}; raise it{hint}"
         )
     if r.temperature <= 0:
+        hint = "" if opts.temperature is not None else f" or set {key}.temperature"
         raise UserError(
             f"{where('temperature')}: GRPO samples its groups, so it needs a temperature > 0, got "
-            f"{r.temperature:g}; set {key}.temperature (e.g. 1.0)"
+            f"{r.temperature:g}; raise it (e.g. 1.0){hint}"
         )
     per_step = opts.batch_size * opts.grad_accum * world_size
     if per_step % r.num_generations:
@@ -509,12 +504,11 @@ def _broadcast(obj):
 def _train(trainer, opts: GRPOOptions, resume: Path | None) -> dict:
     trainable = sum(numel(p) for p in trainer.model.parameters() if p.requires_grad)
     clock = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     seconds = time.perf_counter() - clock
     steps = [h for h in trainer.state.log_history if "loss" in h]
     tokens = next((int(h["num_tokens"]) for h in reversed(trainer.state.log_history) if "num_tokens" in h), 0)
     stats = {
-        "train_loss": float(result.training_loss),
         "steps": int(trainer.state.global_step),
         "resumed_from": int(resume.name.rsplit("-", 1)[1]) if resume is not None else None,
         "train_tokens": tokens,
@@ -529,6 +523,7 @@ def _train(trainer, opts: GRPOOptions, resume: Path | None) -> dict:
         history = [float(h[metric]) for h in steps if metric in h]
         stats[name] = float(np.mean(history)) if history else None
         stats[f"{name}_history"] = history
+    stats["train_loss"] = stats["loss"]  # over every step (TRL's training_loss: this run's steps)
     if opts.beta == 0:
         stats["kl"], stats["kl_history"] = None, []  # TRL computes no KL without a reference model
     return stats
