@@ -307,3 +307,48 @@ def test_grpo_resumes_from_a_trl_checkpoint_left_in_the_round(tiny_model_dir, ar
     assert ref["resumed_from"] is None and again["resumed_from"] == 1 and again["steps"] == ref["steps"] == 2
     for key in ("loss_history", "reward", "reward_std", "rollouts", "tokens_generated", "weights_checksum"):
         assert again[key] == ref[key], key
+
+
+# ---------------------------------------------------------------- GRPO in the loop
+
+
+@pytest.mark.slow
+def test_a_grpo_study_killed_inside_its_round_resumes_from_its_trl_checkpoint(tmp_path, tiny_model_dir):
+    """A 1-round study with `--update.name grpo` and the model's own MC verdict as the reward (judged by
+    the round's starting model on the study's engine), killed -9 once TRL's step-1 checkpoint is in the
+    round, then the same command: it resumes at step 1, finishes, and the round records its rewards
+    in metrics.jsonl and report.md (the uninterrupted run's numbers: the test above)."""
+    from tests.helpers import markdown_tables
+    from tests.test_iterate import kill, launch, run, study_args, wait_for
+
+    out = tmp_path / "study"
+    args = study_args(tiny_model_dir, out, rounds=1) + [
+        "--engine.dtype", "float32",
+        "--task.train_size", "4",
+        "--sampling.max_tokens", "8",
+        "--eval_sampling.max_tokens", "8",
+        "--update.name", "grpo",
+        "--update.grpo.reward", "mc",
+        "--update.grpo.steps", "2",
+        "--update.grpo.save_steps", "1",
+        "--update.grpo.batch_size", "8",
+        "--update.grpo.bf16", "false",
+    ]  # fmt: skip
+    log = tmp_path / "killed.log"
+    proc = launch(args, log)
+    wait_for(proc, out / "round_001" / "grpo_steps" / "checkpoint-1" / "rewards.json", log)
+    kill(proc)
+    assert not (out / "round_001" / "grpo.json").exists()
+    run(args)
+    stats = json.loads((out / "round_001" / "grpo.json").read_text())
+    assert stats["resumed_from"] == 1 and stats["steps"] == 2 and len(stats["loss_history"]) == 2
+    assert not (out / "round_001" / "grpo_steps").exists()
+    train = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][1]["train"]
+    assert train["rule"] == "grpo" and train["grpo_prompts"] == 4 and train["sampled"] == 16
+    assert train["grpo_tokens_generated"] == 2 * 8 * 8  # 2 steps of 8 rollouts of 8 tokens (never an EOS)
+    assert train["grpo_reward"] == pytest.approx(stats["reward"]) and 0 <= train["grpo_reward"] <= 1
+    assert train["grpo_kl"] is None and train["grpo_entropy"] > 0 and train["grpo_train_tokens"] > 0
+    assert set(train["grpo_reward_accuracy"]) == {"value", "ci_low", "ci_high"}
+    table, _ = markdown_tables((out / "report.md").read_text())
+    assert table[1]["reward (std)"] == f"{train['grpo_reward']:.3f} ({train['grpo_reward_std']:.3f})"
+    assert table[1]["tokens generated"] == "128"
