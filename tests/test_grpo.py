@@ -352,3 +352,9 @@ def test_a_grpo_study_killed_inside_its_round_resumes_from_its_trl_checkpoint(tm
     table, _ = markdown_tables((out / "report.md").read_text())
     assert table[1]["reward (std)"] == f"{train['grpo_reward']:.3f} ({train['grpo_reward_std']:.3f})"
     assert table[1]["tokens generated"] == "128"
+
+
+def test_the_grpo_launch_config_loads():
+    """launch/grpo_zero2_study.yaml: a full GRPO fine-tune whose rollouts run on TRL's vLLM on GPUs."""
+    cfg = load_config(IterateConfig, ["--config", str(ROOT / "launch" / "grpo_zero2_study.yaml")])
+    assert cfg.update.name == "grpo" and cfg.update.grpo.method == "full" and cfg.update.grpo.vllm == "auto"
