@@ -421,6 +421,7 @@ class Study:
             engine=self.cfg.engine,
             verifiers=list(self.cfg.verifiers),
             judge=judge,
+            share=self.share,
         )
 
     def evaluate(self, stages: dict[str, Stage], checkpoint: Path, t: int) -> tuple[pd.DataFrame, dict]:

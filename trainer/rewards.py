@@ -76,8 +76,10 @@ class Reward:
         rate: float | None = None,
         seed: int = 0,
         eos_ids: set[int] | None = None,
+        share: Callable[[list], tuple[list, int, bool]] | None = None,
     ):
         self.kind, self.task, self.problems = kind, task, problems
+        self.share = share  # a study's split of prompts over ranks (Study.share); else accelerate's
         self.verifier, self.judge, self.rate, self.seed = verifier, judge, rate, seed
         self.eos_ids = eos_ids or set()
         self.__name__ = kind if verifier is None else (verifier.id or verifier.name)  # TRL's metric name
@@ -113,7 +115,7 @@ class Reward:
                     "step": int(step),
                     "prompt_id": r["prompt_id"],
                     "answer": r["answer"],
-                    "reward": s,
+                    "reward": s if s is not None and np.isfinite(s) else None,
                     "correct": r["correct"],
                     "tokens": r["tokens"],
                 }
@@ -161,11 +163,16 @@ class Reward:
             }
         )
         prompts = list(dict.fromkeys(frame["prompt_id"]))
-        with state.split_between_processes(prompts) as share:
-            share = set(share)
-        idx = [i for i, p in enumerate(frame["prompt_id"]) if p in share]
-        scored, _ = verify_rows(frame.iloc[idx].reset_index(drop=True), [self.verifier], self.judge)
-        pairs = list(zip(idx, scored[self.verifier.column].tolist()))
+        if self.share is not None:  # ranks that hold one engine together send it the same requests
+            share, _, speaks = self.share(prompts)
+        else:
+            with state.split_between_processes(prompts) as share:
+                share, speaks = list(share), True
+        idx = [i for i, p in enumerate(frame["prompt_id"]) if p in set(share)]
+        pairs = []
+        if idx:
+            scored, _ = verify_rows(frame.iloc[idx].reset_index(drop=True), [self.verifier], self.judge)
+            pairs = list(zip(idx, scored[self.verifier.column].tolist())) if speaks else []
         if state.num_processes > 1:
             pairs = gather_object(pairs)
         by_row = dict(pairs)
@@ -181,13 +188,16 @@ def verifier_reward(
     rate: float | None = None,
     seed: int = 0,
     eos_ids: set[int] | None = None,
+    share: Callable[[list], tuple[list, int, bool]] | None = None,
 ) -> Callable:
     """A TRL reward function (module docstring) for `reward`: a verifier's config or name (mc,
     cot_binary, ...: scored on `judge`), majority, oracle or random (at `rate`). `problems`: the
     task's problems (a list, or a dict by id) that the dataset's `prompt_id` column names. `eos_ids`:
     the token ids that end a completion (EOS, pad), so that a completion cut off at the token budget is
     read as unfinished (`extract_answer(finished=False)`); without them every completion counts as
-    finished."""
+    finished. `share`: how a verifier reward splits a batch's prompts over the ranks (a study's
+    `Study.share`: ranks of one tensor-parallel engine score the same prompts); default: accelerate's
+    even split."""
     if not isinstance(problems, dict):
         problems = {str(p.id): p for p in problems}
     if isinstance(reward, VerifierConfig):
@@ -204,7 +214,7 @@ def verifier_reward(
         raise ValueError(f"verifier_reward: the {verifier.name} reward needs a judge (a VerifierPool)")
     if kind == "random" and (rate is None or not 0 <= rate <= 1):
         raise ValueError(f"verifier_reward: the random reward needs a rate in [0, 1], got {rate}")
-    return Reward(kind, task, problems, verifier, judge, rate, seed, eos_ids)
+    return Reward(kind, task, problems, verifier, judge, rate, seed, eos_ids, share)
 
 
 def open_judge(model_dir, engine, task, shots: list | None = None, seed: int = 0) -> VerifierPool:

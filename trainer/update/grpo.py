@@ -245,6 +245,7 @@ class OnlineContext:
     engine: Any  # EngineConfig: whether rollouts may run on vLLM
     verifiers: list  # the study's VerifierConfigs (a verifier reward is looked up there first)
     judge: Any  # Callable[[Path], VerifierPool]: the study's verifiers on the given checkpoint
+    share: Any = None  # Callable[[list], (share, group, speaks)]: this rank's share of items to verify
 
 
 class GRPORule(UpdateRule):
@@ -304,7 +305,9 @@ class GRPORule(UpdateRule):
                 self.opts.reward, ctx.task, ctx.problems, rate=rate, seed=seed, eos_ids=eos
             )
         judge = ctx.judge(prev)
-        return verifier_reward(self.reward_verifier(), ctx.task, ctx.problems, judge, seed=seed, eos_ids=eos)
+        return verifier_reward(
+            self.reward_verifier(), ctx.task, ctx.problems, judge, seed=seed, eos_ids=eos, share=ctx.share
+        )
 
     def train(
         self, rows: pd.DataFrame, prev: Path, out: Path, seed: int, callbacks: list | None = None
@@ -529,20 +532,18 @@ def _train(trainer, opts: GRPOOptions, resume: Path | None) -> dict:
     return stats
 
 
-class _SaveRewards:
-    """Writes the reward's records into each TRL checkpoint, after TRL's own files (a checkpoint
-    without them was cut off by a kill and is not resumed from)."""
+def save_rewards(reward):
+    """A callback that writes the reward's records into each TRL checkpoint, after TRL's own files (a
+    checkpoint without them was cut off by a kill and is not resumed from)."""
+    from transformers import TrainerCallback
 
-    def __new__(cls, reward):
-        from transformers import TrainerCallback
+    class SaveRewards(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                write_json(folder / "rewards.json", reward.records)
 
-        class SaveRewards(TrainerCallback):
-            def on_save(self, args, state, control, **kwargs):
-                if state.is_world_process_zero:
-                    folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-                    write_json(folder / "rewards.json", reward.records)
-
-        return SaveRewards()
+    return SaveRewards()
 
 
 def build_grpo_trainer(
@@ -602,5 +603,5 @@ def build_grpo_trainer(
         train_dataset=data,
         processing_class=tokenizer,
         peft_config=lora_config(opts) if lora else None,
-        callbacks=[*(callbacks or []), _SaveRewards(reward)],
+        callbacks=[*(callbacks or []), save_rewards(reward)],
     )
