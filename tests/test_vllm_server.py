@@ -496,4 +496,8 @@ def test_gpu_check_runs_on_cpu(tmp_path):
     for name in ("sft_lora", "sft_full"):
         assert checks[name]["steps"] > 0 and checks[name]["tokens_per_second"] > 0
     assert "zero2" not in checks and "zero3" not in checks
-    assert checks["study"]["gpu_mb"] is None and checks["study"]["rss_mb"] > 0
+    from trainer.update import RULES
+
+    for rule in RULES:  # a 1-round study with every update rule
+        study = checks[f"study_{rule}"]
+        assert study["gpu_mb"] is None and study["rss_mb"] > 0 and study["train"]["rule"] == rule
