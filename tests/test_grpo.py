@@ -165,12 +165,27 @@ def test_reward_stats_by_hand():
         (["--update.grpo.trl", "{num_generation: 4}"], "TRL's GRPOConfig has no field 'num_generation'"),
         (["--update.grpo.steps", "0"], "update.grpo.steps: must be >= 1"),
         (["--update.grpo.vllm", "maybe"], "update.grpo.vllm: unknown value"),
+        (["--update.grpo.reward", "mc2"], "or the id of one of `verifiers`"),
+        (["--update.grpo.reward", "ensemble"], "update.grpo.reward: ensemble with its default options is no"),
     ],
 )
 def test_grpo_mistakes_are_one_line(argv, line):
     with pytest.raises(UserError) as e:
         load_config(IterateConfig, ["--update.name", "grpo", *argv])
     assert line in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+def test_a_reward_names_a_verifier_of_the_study_by_its_id():
+    from trainer.update import UpdateConfig, make_rule
+    from trainer.update.grpo import OnlineContext
+
+    argv = ["--update.name", "grpo", "--update.grpo.reward", "strict"]
+    verifiers = "[mc, {name: mc, id: strict, options: {yes: Right, no: Wrong}}]"
+    cfg = load_config(IterateConfig, [*argv, "--verifiers", verifiers])
+    rule = make_rule(cfg.update, cfg.verifiers[0], cfg.filter)
+    assert isinstance(cfg.update, UpdateConfig) and rule.online and rule.needs_judge()
+    rule.context = OnlineContext(None, {}, cfg.sampling, cfg.engine, cfg.verifiers, judge=None)
+    assert rule.reward_verifier() is cfg.verifiers[1]
 
 
 def test_rollout_settings_default_to_sampling():

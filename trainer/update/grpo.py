@@ -145,8 +145,6 @@ class GRPOOptions:
     )
 
     def validate(self, key: str) -> None:
-        from trainer.rewards import REWARDS
-
         problems = Problems()
         check_options(self, key, problems)
         if self.beta < 0:
@@ -163,8 +161,6 @@ class GRPOOptions:
             problems.add(f"{key}.top_p: must be in (0, 1], got {self.top_p}")
         if str(self.vllm).lower() not in VLLM:
             problems.add(f"{key}.vllm: unknown value {self.vllm!r}; choose auto, true or false")
-        if self.reward not in REWARDS:
-            problems.add(f"{key}.reward: unknown reward '{self.reward}'; choose one of {', '.join(REWARDS)}")
         with problems.check():
             check_grpo_trl_fields(self.trl, f"{key}.trl")
         problems.raise_any()
@@ -258,6 +254,24 @@ class GRPORule(UpdateRule):
 
     @classmethod
     def check_study(cls, opts: GRPOOptions, study, key: str) -> None:
+        from trainer.rewards import REWARDS, SELF_FREE
+        from trainer.verifiers import check_verifier
+        from trainer.verifiers.base import VerifierConfig
+
+        ids = [v.id or v.name for v in study.verifiers]
+        if opts.reward not in REWARDS and opts.reward not in ids:
+            raise UserError(
+                f"{key}.reward: unknown reward '{opts.reward}'; choose one of {', '.join(REWARDS)}, or the "
+                "id of one of `verifiers`"
+            )
+        if opts.reward not in SELF_FREE and opts.reward not in ids:
+            try:
+                check_verifier(VerifierConfig(opts.reward), "verifier")
+            except UserError as e:
+                raise UserError(
+                    f"{key}.reward: {opts.reward} with its default options is no verifier ({e}); list it in "
+                    "`verifiers` with its options and an id, and name that id here"
+                ) from None
         check_rollouts(opts, study.sampling, key)
         if opts.reward == "random" and not study.verifiers:
             raise UserError(
