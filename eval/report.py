@@ -295,6 +295,7 @@ def _grpo_cells(train: dict) -> dict[str, str]:
         "reward (std)": "–" if reward is None else f"{reward:.3f} ({std:.3f})",
         "flat groups": _fmt(train.get("grpo_zero_std_groups"), ".2f"),
         "reward accuracy": fmt_interval(train.get("grpo_reward_accuracy")),
+        "reward AUROC": _fmt(train.get("grpo_reward_auroc"), ".2f"),
         "rollout accuracy": _fmt(train.get("grpo_rollout_accuracy"), ".3f"),
         "tokens generated": str(train.get("grpo_tokens_generated", "–")),
     }
@@ -356,7 +357,8 @@ def write_report(
             "rewards of the round's rollouts; flat groups, the share of a step's groups (a prompt's "
             "completions) whose rewards did not vary, which teach nothing; reward accuracy, the share of "
             "rollouts where the reward (at 0.5) agreed with the task's checker (CI over the groups); "
-            "rollout accuracy, the rollouts' accuracy under the checker.",
+            "reward AUROC, how well the rewards rank right over wrong rollouts; rollout accuracy, the "
+            "rollouts' accuracy under the checker.",
             "",
         ]
     lines += saturation_lines(history)

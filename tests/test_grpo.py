@@ -141,6 +141,8 @@ def test_reward_stats_by_hand():
         <= s["reward_accuracy"]["ci_high"]
     )
     assert s["tokens_generated"] == 30
+    # right (1, 1) over wrong (0, 1, 0.8): 5 of the 6 pairs ordered, the tie counts 1/2
+    assert s["reward_auroc"] == pytest.approx((1 + 0.5 + 1) * 2 / 6)
 
 
 # ---------------------------------------------------------------- the config

@@ -365,8 +365,8 @@ class GRPORule(UpdateRule):
 
 
 RECORDED = (
-    "reward", "reward_std", "zero_std_groups", "reward_accuracy", "rollout_accuracy", "loss", "entropy",
-    "kl", "steps", "tokens_generated", "train_tokens", "seconds", "random_rate",
+    "reward", "reward_std", "zero_std_groups", "reward_accuracy", "reward_auroc", "rollout_accuracy",
+    "loss", "entropy", "kl", "steps", "tokens_generated", "train_tokens", "seconds", "random_rate",
 )  # fmt: skip
 
 
@@ -378,8 +378,10 @@ def reward_stats(records: list[dict], n_boot: int = 1000, seed: int = 0) -> dict
     standard deviation of the rewards, the share of groups (a step's rollouts of one prompt) whose
     rewards do not vary (equal as TRL's `isclose` tells; no advantage: nothing learned from them), the rollouts' accuracy under the
     task's checker, and the reward's accuracy: the share of rollouts where the reward (at 0.5) agrees
-    with the checker (value, ci_low, ci_high: a bootstrap over the groups), and the tokens generated."""
-    from eval.metrics import bootstrap_ci, json_safe
+    with the checker (value, ci_low, ci_high: a bootstrap over the groups), the reward's AUROC against
+    the checker over the rollouts (how well it ranks right over wrong, at any threshold: what GRPO's
+    within-group advantages use; None with one class), and the tokens generated."""
+    from eval.metrics import auroc, bootstrap_ci, json_safe
 
     if not records:
         return {}
@@ -399,6 +401,7 @@ def reward_stats(records: list[dict], n_boot: int = 1000, seed: int = 0) -> dict
         "abstained": int(frame["reward"].isna().sum()),
         "rollout_accuracy": float(frame["correct"].mean()),
         "reward_accuracy": json_safe(ci) if len(scored) else None,
+        "reward_auroc": json_safe(auroc(scored["reward"].astype(float), scored["correct"].astype(bool))),
         "tokens_generated": int(frame["tokens"].fillna(0).sum()),
     }
 
