@@ -322,7 +322,14 @@ def test_grpo_resumes_from_a_trl_checkpoint_left_in_the_round(tiny_model_dir, ar
     assert (kept / "checkpoint-1" / "rewards.json").is_file() and not (kept / "checkpoint-2").exists()
     again = train(tmp_path / "again", kept)
     assert ref["resumed_from"] is None and again["resumed_from"] == 1 and again["steps"] == ref["steps"] == 2
-    for key in ("loss_history", "reward", "reward_std", "rollouts", "tokens_generated", "weights_checksum"):
+    for key in (
+        "loss_history",
+        "rollout_rewards",
+        "reward",
+        "rollouts",
+        "tokens_generated",
+        "weights_checksum",
+    ):
         assert again[key] == ref[key], key
 
 

@@ -448,7 +448,7 @@ def grpo_train(
     resuming from the last one found there; write the result to `output_dir` (a plain bf16 HF
     checkpoint, LoRA merged, main process only) and delete `steps_dir`. Call it on every rank.
 
-    Returns: the reward's statistics (`reward_stats`), TRL's per-step metrics (the mean over the steps
+    Returns: the reward's statistics (`reward_stats`) and its records (`rollout_rewards`), TRL's per-step metrics (the mean over the steps
     and `<name>_history`: loss, reward_trl, entropy, kl, completion_length, clipped_ratio), steps,
     train_tokens (prompt and completion tokens of the steps, all ranks), seconds, resumed_from (the
     step resumed at, or None), trainable_params, weights_checksum, world_size.
@@ -486,7 +486,11 @@ def grpo_train(
             )
             build_seconds = time.perf_counter() - clock
             stats = _train(trainer, opts, resume)
-            stats.update(reward_stats(reward.records, seed=seed) if state.is_main_process else {})
+            if state.is_main_process:
+                stats.update(reward_stats(reward.records, seed=seed))
+                stats["rollout_rewards"] = (
+                    reward.records
+                )  # one per rollout: step, prompt, answer, reward, verdict
             stats = _broadcast(stats)
             clock = time.perf_counter()
             try:
