@@ -1,14 +1,15 @@
-"""Regenerate every measured table and picture in the README from the run directories that made them.
+"""Regenerate every measured table and picture of the README and docs/results.md from the runs that made them.
 
     .venv/bin/python docs/figures.py [--runs runs] [--only NAME ...] [--check]
 
-The README marks each generated block with `<!-- figure: NAME -->` ... `<!-- /figure -->`; this script
-rewrites the block from the run directory NAME reads (under `--runs`), copies its plots into
-docs/img/NAME/, and names the commit, CPU, engine dtype and wall time the run recorded. A block whose
-run directory is absent is left as it is (and listed). `--check` changes nothing and exits 1 when a
-block would change: the README then no longer matches its runs.
+Each page (README.md: the quickstart; docs/results.md: every other run) marks a generated block with
+`<!-- figure: NAME -->` ... `<!-- /figure -->`; this script rewrites the block from the run directory
+NAME reads (under `--runs`), copies its plots into docs/img/NAME/ (linked relative to the page), and
+names the commit, CPU, engine dtype and wall time the run recorded. A block whose run directory is
+absent is left as it is (and listed). `--check` changes nothing and exits 1 when a block would change:
+the page then no longer matches its runs.
 
-Runs (each its own command, see the README next to each block; docs/measure_all.sh runs them all and
+Runs (each its own command, see the page next to each block; docs/measure_all.sh runs them all and
 times each into <run>/wall.json, the wall time a block quotes):
     task_scan              docs/scan_tasks.py
     gap_quickstart         runs/scaling/SmolLM2-135M-Instruct: gap_quickstart.yaml's settings, run by
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import sys
@@ -35,6 +37,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 README = ROOT / "README.md"
+# The quickstart on the front page, every other run on results.md.
+PAGES = (README, ROOT / "docs" / "results.md")
 IMG = ROOT / "docs" / "img"
 BLOCK = re.compile(r"(<!-- figure: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /figure -->)", re.S)
 
@@ -94,7 +98,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def _copy_plots(src: Path, name: str, files: list[str]) -> list[str]:
-    """Copy a run's plots into docs/img/<name>/; the README image lines for them."""
+    """Copy a run's plots into docs/img/<name>/; the image lines for them (relative to the repository root)."""
     dest = IMG / name
     dest.mkdir(parents=True, exist_ok=True)
     lines = []
@@ -266,7 +270,7 @@ def compare_block(run: Path, name: str) -> str:
     return "\n".join(lines).strip() + "\n"
 
 
-# ---------------------------------------------------------------- the README
+# ---------------------------------------------------------------- the pages
 
 
 def blocks(runs: Path) -> dict[str, tuple[Path, Callable[[], str]]]:
@@ -316,10 +320,9 @@ def main() -> int:
     ap.add_argument("--check", action="store_true")
     args = ap.parse_args()
     table = blocks(Path(args.runs))
-    text = README.read_text()
     missing, changed = [], []
 
-    def render(match: re.Match) -> str:
+    def render(match: re.Match, page: Path) -> str:
         name = match["name"]
         if name not in table or (args.only and name not in args.only):
             return match.group(0)
@@ -327,18 +330,25 @@ def main() -> int:
         if not run.exists():
             missing.append(f"{name} ({run})")
             return match.group(0)
-        body = make()
+        img = Path(os.path.relpath(IMG, page.parent)).as_posix()
+        try:
+            body = make().replace("](docs/img/", f"]({img}/")
+        except FileNotFoundError as e:  # a run folder whose run has not finished (a comparison in parts)
+            missing.append(f"{name} ({run}: unfinished, no {Path(e.filename).name})")
+            return match.group(0)
         if body != match["body"]:
-            changed.append(name)
+            changed.append(f"{page.relative_to(ROOT)}: {name}")
         return match.group(1) + body + match.group(4)
 
-    new = BLOCK.sub(render, text)
+    new = {page: BLOCK.sub(lambda m, page=page: render(m, page), page.read_text()) for page in PAGES}
     for m in missing:
-        print(f"left as it is (no run directory): {m}")
+        print(f"left as it is (no finished run): {m}")
+    names = " and ".join(str(page.relative_to(ROOT)) for page in PAGES)
     if args.check:
-        print("README matches its runs" if not changed else f"README differs from its runs in: {changed}")
+        print(f"{names} match their runs" if not changed else f"differ from their runs: {changed}")
         return 1 if changed else 0
-    README.write_text(new)
+    for page, text in new.items():
+        page.write_text(text)
     print(f"rewrote {len(changed)} block(s): {', '.join(changed) or 'none changed'}")
     return 0
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Every measured run the README shows, one after another, each timed into <run>/wall.json (what
-# docs/figures.py quotes as its wall time); then the README's blocks are regenerated from them.
+# Every measured run docs/results.md shows, one after another, each timed into <run>/wall.json (what
+# docs/figures.py quotes as its wall time); then the blocks of README.md and docs/results.md are regenerated.
 #
 #   bash docs/measure_all.sh [RUNS]        # RUNS defaults to runs/; a finished run is skipped
 #   bash docs/measure_all.sh runs gap_strategies quickstart    # only these

@@ -4,7 +4,7 @@ reasoning-gym arithmetic settings, each measured with recipes/measure_gap.py.
     .venv/bin/python docs/scan_tasks.py [--runs runs/task_scan] [--prompts 64] [--n 4]
 
 Each setting is a measure_gap run in `<runs>/<setting>/` (resumable: a finished one is reused);
-`docs/figures.py` turns them into the README's table. A study can show something where round 0's
+`docs/figures.py` turns them into the table of docs/results.md. A study can show something where round 0's
 accuracy leaves room both ways (between about 0.2 and 0.6).
 """
 

@@ -109,42 +109,89 @@ def fmt_ci(m: dict | None, signed: bool = True, digits: int = 3) -> str:
     return f"{value} [{format(m['ci_low'], spec)}, {format(m['ci_high'], spec)}]"
 
 
-def gap_table(metrics: dict, title: str = "generation–verification gap"):
-    """A rich Table with one row per verifier; every estimate with its interval."""
+GAP_COLUMNS = (
+    "verifier",
+    "gen utility",
+    "ver utility",
+    "gap [CI]",
+    "relative gap",
+    "AUROC",
+    "AUROC per prompt",
+    "kept",
+    "kept precision",
+    "unparseable",
+    "verify tokens",
+)
+# What a terminal shows of each table (it fits 200 columns); the run's .md file has every column.
+GAP_CONSOLE = (
+    "verifier",
+    "gen utility",
+    "ver utility",
+    "gap [CI]",
+    "relative gap",
+    "AUROC per prompt",
+    "kept",
+    "kept precision",
+)
+
+
+def gap_cells(vid: str, vm: dict) -> list[str]:
+    """One verifier's row of the gap table (GAP_COLUMNS)."""
+    return [
+        vid,
+        fmt_ci(vm["generation_utility"], signed=False),
+        fmt_ci(vm["verification_utility"], signed=False),
+        fmt_ci(vm["gap"]),
+        fmt_ci(vm["relative_gap"]),
+        fmt_ci(vm.get("auroc"), signed=False, digits=2),
+        fmt_ci(vm.get("auroc_per_prompt"), signed=False, digits=2),
+        str(vm.get("kept", "")),
+        fmt_ci(vm.get("kept_precision"), signed=False, digits=2),
+        str(unparseable(vm)),
+        str(vm.get("verification_tokens", "")),
+    ]
+
+
+def gap_markdown(metrics: dict, head: str = "") -> str:
+    """The gap table with every column, as markdown (measure_gap's gap_table.md)."""
+    return _markdown(GAP_COLUMNS, [gap_cells(v, vm) for v, vm in metrics["verifiers"].items()], head, left=1)
+
+
+def gap_table(
+    metrics: dict, title: str = "generation–verification gap", columns: tuple[str, ...] = GAP_COLUMNS
+):
+    """A rich Table with one row per verifier; every estimate with its interval; `columns` picks which."""
+    level = confidence_label(metrics)
+    rows = [gap_cells(vid, vm) for vid, vm in metrics["verifiers"].items()]
+    names = [c.replace("[CI]", f"[{level} CI]") for c in GAP_COLUMNS]
+    return _rich(title, names, rows, _picked(GAP_COLUMNS, columns), left=1)
+
+
+def _picked(all_columns: tuple[str, ...], columns: tuple[str, ...]) -> list[int]:
+    return [all_columns.index(c) for c in columns]
+
+
+def _rich(title: str, names: list[str], rows: list[list[str]], keep: list[int], left: int, sections=()):
+    """A rich Table of the `keep` columns; cells never wrap: a row is one line. `sections`: the rows
+    after which a rule is drawn."""
     from rich.table import Table
 
-    level = confidence_label(metrics)
     table = Table(title=title)
-    columns = (
-        "verifier",
-        "gen utility",
-        "ver utility",
-        f"gap [{level} CI]",
-        "relative gap",
-        "AUROC",
-        "AUROC per prompt",
-        "kept",
-        "kept precision",
-        "unparseable",
-        "verify tokens",
-    )
-    for col in columns:  # cells never wrap: a row is one line (a narrow terminal crops the table)
-        table.add_column(col, justify="right" if col != "verifier" else "left", no_wrap=True)
-    for vid, vm in metrics["verifiers"].items():
-        table.add_row(
-            vid,
-            fmt_ci(vm["generation_utility"], signed=False),
-            fmt_ci(vm["verification_utility"], signed=False),
-            fmt_ci(vm["gap"]),
-            fmt_ci(vm["relative_gap"]),
-            fmt_ci(vm.get("auroc"), signed=False, digits=2),
-            fmt_ci(vm.get("auroc_per_prompt"), signed=False, digits=2),
-            str(vm.get("kept", "")),
-            fmt_ci(vm.get("kept_precision"), signed=False, digits=2),
-            str(unparseable(vm)),
-            str(vm.get("verification_tokens", "")),
-        )
+    for i in keep:
+        table.add_column(names[i], justify="left" if i < left else "right", no_wrap=True)
+    for n, row in enumerate(rows):
+        table.add_row(*[row[i] for i in keep], end_section=n in sections)
     return table
+
+
+def _markdown(columns: tuple[str, ...], rows: list[list[str]], head: str, left: int) -> str:
+    lines = [head, ""] if head else []
+    lines += [
+        "| " + " | ".join(columns) + " |",
+        "|" + "|".join("---" if i < left else "---:" for i in range(len(columns))) + "|",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
 
 
 def unparseable(vm: dict) -> int:
@@ -189,25 +236,16 @@ def matrix_cells(r: dict) -> list[str]:
     ]
 
 
+MATRIX_CONSOLE = MATRIX_COLUMNS[:5] + ("AUROC per prompt", "kept precision")
+
+
 def matrix_markdown(records: list[dict], head: str = "") -> str:
-    lines = [head, ""] if head else []
-    lines += [
-        "| " + " | ".join(MATRIX_COLUMNS) + " |",
-        "|" + "|".join("---" if i < 2 else "---:" for i in range(len(MATRIX_COLUMNS))) + "|",
-    ]
-    lines += ["| " + " | ".join(matrix_cells(r)) + " |" for r in records]
-    return "\n".join(lines) + "\n"
+    return _markdown(MATRIX_COLUMNS, [matrix_cells(r) for r in records], head, left=2)
 
 
-def matrix_table(records: list[dict], title: str):
-    from rich.table import Table
-
-    table = Table(title=title)
-    for i, col in enumerate(MATRIX_COLUMNS):
-        table.add_column(col, justify="left" if i < 2 else "right", no_wrap=True)
-    for r in records:
-        table.add_row(*matrix_cells(r))
-    return table
+def matrix_table(records: list[dict], title: str, columns: tuple[str, ...] = MATRIX_COLUMNS):
+    rows = [matrix_cells(r) for r in records]
+    return _rich(title, list(MATRIX_COLUMNS), rows, _picked(MATRIX_COLUMNS, columns), left=2)
 
 
 # ---------------------------------------------------------------- gap against verification compute
@@ -249,30 +287,32 @@ def compute_cells(r: dict, base: str) -> list[str]:
     ]
 
 
+COMPUTE_CONSOLE = (
+    "filter",
+    "k",
+    "verify tokens",
+    "gap",
+    "Δgap vs first k",
+    "AUROC",
+    "ΔAUROC vs first k",
+    "kept",
+)
+
+
 def compute_markdown(records: list[dict], head: str = "") -> str:
     base = records[0]["verifier"]
-    lines = [head, ""] if head else []
-    lines += [
-        "| " + " | ".join(COMPUTE_COLUMNS) + " |",
-        "|" + "|".join("---" if i < 2 else "---:" for i in range(len(COMPUTE_COLUMNS))) + "|",
-    ]
-    lines += ["| " + " | ".join(compute_cells(r, base)) + " |" for r in records]
-    return "\n".join(lines) + "\n"
+    return _markdown(COMPUTE_COLUMNS, [compute_cells(r, base) for r in records], head, left=2)
 
 
-def compute_table(records: list[dict], title: str):
-    from rich.table import Table
-
+def compute_table(records: list[dict], title: str, columns: tuple[str, ...] = COMPUTE_COLUMNS):
     base = records[0]["verifier"]
-    table = Table(title=title)
-    for i, col in enumerate(COMPUTE_COLUMNS):
-        table.add_column(col, justify="left" if i < 2 else "right", no_wrap=True)
-    for i, r in enumerate(records):
-        table.add_row(
-            *compute_cells(r, base),
-            end_section=i + 1 < len(records) and records[i + 1].get("filter") != r.get("filter"),
-        )
-    return table
+    rows = [compute_cells(r, base) for r in records]
+    sections = {
+        i for i in range(len(records) - 1) if records[i + 1].get("filter") != records[i].get("filter")
+    }
+    return _rich(
+        title, list(COMPUTE_COLUMNS), rows, _picked(COMPUTE_COLUMNS, columns), left=2, sections=sections
+    )
 
 
 def print_table(table) -> None:

@@ -204,3 +204,25 @@ def _si(x: float) -> str:
         if abs(x) >= size:
             return f"{x / size:.3g}{unit}"
     return f"{x:g}"
+
+
+def scaling_table(result: dict, title: str):
+    """What a terminal shows of scaling_markdown's table (it fits 200 columns): per model its compute,
+    generation utility, gap, relative gap and the oracle's gap."""
+    from rich.table import Table
+
+    from eval.gap import fmt_ci
+
+    table = Table(title=title)
+    for i, col in enumerate(("model", "log10 6ND", "gen utility", "gap", "relative gap", "oracle gap")):
+        table.add_column(col, justify="left" if i == 0 else "right", no_wrap=True)
+    for p in result["points"]:
+        table.add_row(
+            p["name"],
+            f"{p['log10_compute']:.2f}",
+            fmt_ci(p["generation_utility"], signed=False) if p.get("generation_utility") else "n/a",
+            fmt_ci(p["gap"]) if p.get("gap") else "n/a",
+            fmt_ci(p["relative_gap"]),
+            fmt_ci(p["oracle_gap"]) if p.get("oracle_gap") else "n/a",
+        )
+    return table

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from core.config import load_config
 from core.errors import exit_on_user_error
-from eval.gap import matrix_table, print_table
+from eval.gap import MATRIX_CONSOLE, matrix_table, print_table
 from trainer.config import CrossVerifyConfig
 from trainer.measure import cross_verify
 
@@ -29,9 +29,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     cfg = load_config(CrossVerifyConfig, argv, default_config=str(DEFAULT_CONFIG))
     records = cross_verify(cfg)
     title = f"cross-verification ({cfg.verifier.name}): gap ({cfg.confidence * 100:g}% CI)"
-    print_table(matrix_table(records, title))
+    print_table(matrix_table(records, title, MATRIX_CONSOLE))
     out = cfg.output_dir
-    print(f"wrote {out}/gap_table.md, {out}/gap_table.json and {out}/plots/cross_verify_gap.png")
+    print(
+        f"wrote {out}/gap_table.md (every column), {out}/gap_table.json and {out}/plots/cross_verify_gap.png"
+    )
     return records
 
 

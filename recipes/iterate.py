@@ -9,7 +9,7 @@ checkpoint, lets the model verify its own samples, keeps what the filter passes,
 checkpoint on it with the update rule (`update.name`: sft distills the kept samples with TRL SFT, dpo
 trains TRL DPO on kept-vs-dropped pairs), evaluates the new model on held-out prompts, logs the round
 and judges the stopping rules (`trainer.loop.Study.run_round` is that sequence). Output:
-runs/<study>/ (see README). Re-running the same command resumes.
+runs/<study>/ (docs/guide.md). Re-running the same command resumes.
 """
 
 from __future__ import annotations

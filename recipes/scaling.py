@@ -18,6 +18,8 @@ from pathlib import Path
 
 from core.config import load_config
 from core.errors import exit_on_user_error
+from eval.gap import fmt_ci, print_table
+from eval.scaling import scaling_table
 from trainer.config import ScalingConfig
 from trainer.measure import scaling
 
@@ -28,10 +30,15 @@ DEFAULT_CONFIG = Path(__file__).parent / "configs" / "scaling.yaml"
 def main(argv: list[str] | None = None) -> dict:
     cfg = load_config(ScalingConfig, argv, default_config=str(DEFAULT_CONFIG))
     result = scaling(cfg)
-    print((Path(cfg.output_dir) / "scaling.md").read_text())
-    print(
-        f"wrote {cfg.output_dir}/scaling.md, {cfg.output_dir}/scaling.json and {cfg.output_dir}/plots/scaling.png"
+    level = f"{cfg.confidence * 100:g}%"
+    print_table(
+        scaling_table(result, f"{cfg.verifier.name} on {cfg.task.name}: the gap by model ({level} CI)")
     )
+    fit, ci = result["fit"], result["fit"]["slope_ci"]
+    print(f"slope per tenfold compute {fmt_ci({'value': fit['slope'], **ci})} ({level} CI)")
+    print(result["verdict"])
+    out = cfg.output_dir
+    print(f"wrote {out}/scaling.md (every column, the fit), {out}/scaling.json and {out}/plots/scaling.png")
     return result
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from core.config import load_config
 from core.errors import exit_on_user_error
-from eval.gap import compute_table, fmt_ci, print_table
+from eval.gap import COMPUTE_CONSOLE, compute_table, fmt_ci, print_table
 from trainer.config import VerifyComputeConfig
 from trainer.measure import verify_compute
 
@@ -33,7 +33,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     records = verify_compute(cfg)
     level = f"{cfg.confidence * 100:g}%"
     print_table(
-        compute_table(records, f"{cfg.verifier.name}: gap against verifications per sample ({level} CI)")
+        compute_table(
+            records,
+            f"{cfg.verifier.name}: gap against verifications per sample ({level} CI)",
+            COMPUTE_CONSOLE,
+        )
     )
     for filt in dict.fromkeys(r["filter"] for r in records):
         mine = [r for r in records if r["filter"] == filt and r["k"] is not None]
@@ -52,7 +56,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
             f"{verdict}"
         )
     out = cfg.output_dir
-    print(f"wrote {out}/compute_table.md, {out}/compute_table.json and {out}/plots/verify_compute.png")
+    print(
+        f"wrote {out}/compute_table.md (every column), {out}/compute_table.json and {out}/plots/verify_compute.png"
+    )
     return records
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from eval.gap import fmt_ci
 from tests.conftest import ROOT, needs_vllm
-from tests.helpers import console_table
+from tests.helpers import console_table, markdown_tables
 
 TINY = [
     "--task.test_size",
@@ -126,7 +126,23 @@ def test_measure_gap_vllm(tmp_path):
     out = tmp_path / "gap"
     r = run(TINY + ["--engine.backend", "vllm", "--output_dir", str(out)])
     assert r.returncode == 0, r.stderr[-3000:]
-    check_outputs(out, 4, 3)
+    m = check_outputs(out, 4, 3)
+    # the console is as quiet as the loop's: a line per stage, the table, where things are; vLLM's,
+    # torch's and Python's warnings and progress bars go to the run's log
+    printed = r.stdout + r.stderr
+    lines = printed.strip().splitlines()
+    assert len(lines) <= 15, printed
+    for noise in ("WARNING", "Processed prompts", "FutureWarning", "UserWarning", "leaked", "Triton"):
+        assert noise not in printed, (noise, printed)
+    table = [line for line in lines if line[:1] in "┏┃┡│└"]
+    assert len(table) == 6 and max(len(line) for line in table) <= 200, printed  # fits a 200-column terminal
+    log = (out / "logs" / "run.log").read_text()
+    assert "vllm" in log.lower()  # what the terminal no longer shows
+    assert "sample: " in r.stderr and "verify: " in r.stderr
+    # every column of the table, in the run's own file
+    (table,) = markdown_tables((out / "gap_table.md").read_text())
+    assert [row["verifier"] for row in table] == list(m["verifiers"])
+    assert table[0]["unparseable"] == "0" and table[0]["gap [CI]"] == fmt_ci(m["verifiers"]["mc"]["gap"])
 
 
 @pytest.mark.slow

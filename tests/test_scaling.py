@@ -270,7 +270,7 @@ def test_scaling_recipe_end_to_end_resumes_and_grows(tmp_path, tiny_model_dir):
     proc = _run(["--models", grown, *common])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert {n: (out / n / "generations.parquet").stat().st_mtime_ns for n in stamps} == stamps
-    assert "reusing" in proc.stdout
+    assert "reusing" in proc.stderr  # the console's lines, as the loop's
     result = json.loads((out / "scaling.json").read_text())
     assert [p["name"] for p in result["points"]] == ["tiny-a", "tiny-b", "tiny-c"]
 

@@ -1,4 +1,4 @@
-"""One live display per study; every library's own output goes to a log file in the study folder.
+"""One live display per run; every library's own output goes to a log file in the run folder.
 
     with StudyConsole(out, title="smollm2 on basic_arithmetic", rounds=3) as console:
         with console.stage("round 1 · sample"):
@@ -8,7 +8,9 @@
 While a study runs, the terminal shows what the study is doing (the round, the stage, its progress
 and elapsed time, SFT's last loss) and a line per finished round; vLLM's, TRL's, transformers',
 datasets' and DeepSpeed's output (their own processes' included) is written to
-`<out>/logs/study.log` (`rank<k>.log` for the other ranks of a multi-process launch). This works at
+`<out>/logs/study.log` (`rank<k>.log` for the other ranks of a multi-process launch). The measurement
+recipes (trainer/measure.py) show the same display without rounds, their log `<out>/logs/run.log`.
+This works at
 the level of file descriptors: the process's stdout and stderr are pointed at the log file, and the
 display writes to the terminal they pointed at before, so nothing a library or an engine process
 prints reaches the terminal, and nothing is lost. `--verbose` on the recipe's command line (or
@@ -33,12 +35,12 @@ def verbose() -> bool:
 class StudyConsole:
     """The study's terminal: a live status line and round lines; library output to logs/."""
 
-    def __init__(self, out: Path, title: str, rounds: int):
+    def __init__(self, out: Path, title: str, rounds: int | None = None, log_name: str = "study.log"):
         self.out = Path(out)
         self.title = title
-        self.rounds = rounds
+        self.rounds = rounds  # None: a measurement, no rounds
         self.rank = int(os.environ.get("RANK", "0"))
-        self.log_path = self.out / "logs" / ("study.log" if self.rank == 0 else f"rank{self.rank}.log")
+        self.log_path = self.out / "logs" / (log_name if self.rank == 0 else f"rank{self.rank}.log")
         self.redirect = not verbose()
         self.live = None
         self.console = None
@@ -79,7 +81,8 @@ class StudyConsole:
             self.live.start()
         if self.rank == 0:
             where = f"; library output: {self.log_path}" if self.redirect else ""
-            self.console.print(f"[bold]mindgap[/]: {self.title}, {self.rounds} rounds{where}")
+            rounds = f", {self.rounds} rounds" if self.rounds is not None else ""
+            self.console.print(f"[bold]mindgap[/]: {self.title}{rounds}{where}")
         return self
 
     def __exit__(self, *exc) -> None:

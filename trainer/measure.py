@@ -8,13 +8,18 @@ of models (recipes/cross_verify.py), and the gap against verification compute
     result = scaling(cfg)              # <output_dir>/<model name>/ (a measure_gap run each), scaling.{md,json}
 
 All are the same three stages (trainer/stages.py): generate → verify → select, then `summarize`,
-run or reused through the run folder (trainer/runfolder.py), which checks a resume first.
+run or reused through the run folder (trainer/runfolder.py), which checks a resume first. While the
+stages run, the terminal shows the loop's console (trainer/console.py: the stage and its progress, a
+line per finished stage) and every library's own output goes to <output_dir>/logs/run.log.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +27,10 @@ import pandas as pd
 
 from core.config import to_dict
 from core.io import read_json, write_json, write_parquet, write_text
-from eval.gap import summarize, unparseable
+from eval.gap import gap_markdown, summarize, unparseable
 from eval.metrics import Bootstrap
 from trainer.config import CrossVerifyConfig, GapConfig, ScalingConfig, VerifyComputeConfig
+from trainer.console import StudyConsole
 from trainer.models import count_parameters, resolve_model
 from trainer.run import ENGINE_RESUMABLE, prepare_prompts, seed_everything
 from trainer.runfolder import RunFolder, Stage
@@ -49,12 +55,48 @@ GAP_STAGES = {
 }
 
 
-def open_run(cfg, may_change: tuple[str, ...], layout: list[Stage], log) -> RunFolder:
-    """A measurement's folder, checked (trainer/runfolder.py); what a resume found is logged."""
-    run = RunFolder.open(cfg.output_dir, to_dict(cfg), may_change, to_dict(type(cfg)()), layout=layout)
-    for note in run.notes:
-        log(note)
-    return run
+RUN_LOG = "run.log"  # a measurement's library output, in <output_dir>/logs/
+
+
+def open_run(cfg, may_change: tuple[str, ...], layout: list[Stage]) -> RunFolder:
+    """A measurement's folder, checked (trainer/runfolder.py); what a resume found is in `run.notes`."""
+    return RunFolder.open(cfg.output_dir, to_dict(cfg), may_change, to_dict(type(cfg)()), layout=layout)
+
+
+@contextlib.contextmanager
+def measuring(run: RunFolder, title: str, console: StudyConsole | None = None) -> Iterator[StudyConsole]:
+    """The run's console, what a resume found shown first: a new one (library output to
+    <output_dir>/logs/run.log), or `console` as it is (scaling's, around each model's run)."""
+    with contextlib.ExitStack() as stack:
+        if console is None:
+            console = stack.enter_context(StudyConsole(run.out, title, log_name=RUN_LOG))
+        for note in run.notes:
+            console.round_line(note)
+        yield console
+
+
+def made(run: RunFolder, stage: Stage, name: str, make, console: StudyConsole, after: str = ""):
+    """`run.stage(stage, make)` under the console's stage `name`; a line when it is made (`after`
+    appended) or reused."""
+    if run.done(stage):
+        console.round_line(f"{name}: reusing {run.path(stage)}")
+        return run.stage(stage, make)
+    start = time.perf_counter()
+    with console.stage(name):
+        result = run.stage(stage, make)
+    console.round_line(f"{name}: {time.perf_counter() - start:.0f} s{after}")
+    return result
+
+
+def loaded(engine: OneEngine, model_dir: Path, console: StudyConsole):
+    """The engine's sampler of `model_dir` (started under a stage of the console when it is not
+    loaded yet), reporting its progress to the console."""
+    if engine.model_dir != model_dir:
+        with console.stage(f"starting the engine ({model_dir.name})"):
+            engine.get(model_dir)
+    sampler = engine.get(model_dir)
+    sampler.progress = console.progress
+    return sampler
 
 
 def stage_seconds(run: RunFolder) -> dict:
@@ -75,57 +117,88 @@ def fits(cfg) -> tuple[str, int, int]:
     return ("sampling.max_tokens", cfg.sampling.max_tokens, cfg.engine.max_model_len)
 
 
-def open_measurement(cfg, may_change: tuple[str, ...], log) -> tuple[RunFolder, Path, tuple]:
+def open_measurement(cfg, may_change: tuple[str, ...]) -> tuple[RunFolder, Path, tuple]:
     """One model on the held-out split (measure_gap, verify_compute): the run folder checked, the
     model and its prompts prepared (and checked), then the folder begun. Returns the run, the model
     dir and prepare_prompts' (task, problems, prompts, shots)."""
     seed_everything(cfg.seed)
-    run = open_run(cfg, may_change, list(GAP_STAGES.values()), log)
+    run = open_run(cfg, may_change, list(GAP_STAGES.values()))
     model_dir = resolve_model(cfg.model)
     prepared = prepare_prompts(cfg.task, model_dir, "test", cfg.seed, fits(cfg))
     run.begin()
     return run, model_dir, prepared
 
 
-def generations(run: RunFolder, stage: Stage, engine: OneEngine, model_dir: Path, prepared: tuple, cfg, log):
+def generations(
+    run: RunFolder,
+    stage: Stage,
+    engine: OneEngine,
+    model_dir: Path,
+    prepared: tuple,
+    cfg,
+    console: StudyConsole,
+    name: str = "sample",
+):
     """A stage of `cfg.sampling` samples of every prepared prompt, the model loaded when first needed."""
     task, problems, prompts, _ = prepared
-    return run.stage(
+    after = ""
+    if not run.done(stage) and engine.model_dir != model_dir:  # the engine's start, timed on its own
+        start = time.perf_counter()
+        loaded(engine, model_dir, console)
+        after = f" (after {time.perf_counter() - start:.0f} s starting the engine)"
+    return made(
+        run,
         stage,
-        lambda: generate_rows(engine.get(model_dir), task, problems, prompts, cfg.sampling, cfg.seed),
-        log,
+        name,
+        lambda: generate_rows(
+            loaded(engine, model_dir, console), task, problems, prompts, cfg.sampling, cfg.seed
+        ),
+        console,
+        after,
     )
 
 
-def measure_gap(cfg: GapConfig, log=print) -> dict:
-    """generate → verify → select on the held-out split, then every metric with its interval."""
-    run, model_dir, prepared = open_measurement(cfg, GAP_SUMMARY_ONLY, log)
+def measure_gap(cfg: GapConfig, console: StudyConsole | None = None) -> dict:
+    """generate → verify → select on the held-out split, then every metric with its interval
+    (metrics.json; gap_table.md: the gap table with every column)."""
+    run, model_dir, prepared = open_measurement(cfg, GAP_SUMMARY_ONLY)
     task, problems, _, shots = prepared
-    log(f"{cfg.model} on {task.name}: {len(problems)} prompts x {cfg.sampling.n} samples")
-    engine = run.engine(cfg.engine, cfg.seed)
-    try:
-        rows = generations(run, GAP_STAGES["generate"], engine, model_dir, prepared, cfg, log)
+    title = f"{cfg.model} on {task.name}: {len(problems)} prompts x {cfg.sampling.n} samples"
+    with measuring(run, title, console) as console:
+        if console.title != title:  # scaling's console: a line per model
+            console.round_line(title)
+        engine = run.engine(cfg.engine, cfg.seed)
+        try:
+            rows = generations(run, GAP_STAGES["generate"], engine, model_dir, prepared, cfg, console)
 
-        def verify() -> tuple[pd.DataFrame, dict]:
-            needs_model = any(v.name != "oracle" for v in cfg.verifiers)
-            pool = VerifierPool(
-                engine.get(model_dir) if needs_model else None, model_dir, cfg.engine, task, shots, cfg.seed
-            )
-            try:
-                scored, costs = verify_rows(rows, cfg.verifiers, pool)
-            finally:
-                pool.close()
-            return select_rows(scored, cfg.verifiers, cfg.filter, cfg.seed), add_shared_member_costs(costs)
+            def verify() -> tuple[pd.DataFrame, dict]:
+                needs_model = any(v.name != "oracle" for v in cfg.verifiers)
+                sampler = loaded(engine, model_dir, console) if needs_model else None
+                pool = VerifierPool(sampler, model_dir, cfg.engine, task, shots, cfg.seed)
+                try:
+                    scored, costs = verify_rows(rows, cfg.verifiers, pool)
+                finally:
+                    pool.close()
+                return select_rows(scored, cfg.verifiers, cfg.filter, cfg.seed), add_shared_member_costs(
+                    costs
+                )
 
-        rows, costs = run.stage(GAP_STAGES["verify"], verify, log)
-    finally:
-        engine.close()
-    ids = [v.id or v.name for v in cfg.verifiers]
-    metrics = summarize(rows, ids, costs, **cfg.boot)
+            rows, costs = made(run, GAP_STAGES["verify"], "verify", verify, console)
+        finally:
+            engine.close()
+        ids = [v.id or v.name for v in cfg.verifiers]
+        with console.stage("summarize"):
+            metrics = summarize(rows, ids, costs, **cfg.boot)
     metrics["config"] = to_dict(cfg)
     metrics["engine_dtype"] = engine_dtype(metrics["config"])
     metrics["seconds"] = stage_seconds(run)
     write_json(run.out / "metrics.json", metrics)
+    head = (
+        f"# The generation-verification gap: {cfg.model} on {task.name}\n\n{metrics['n_prompts']} test "
+        f"prompts x {metrics['n_samples_per_prompt']} samples; filter {cfg.filter.name}; "
+        f"{cfg.confidence * 100:g}% bootstrap CIs over prompts."
+    )
+    write_text(run.out / "gap_table.md", gap_markdown(metrics, head))
     if metrics.get("score_correlations"):
         from eval.plots import plot_score_correlation
 
@@ -165,57 +238,62 @@ def matrix_stages(cfg: CrossVerifyConfig) -> tuple[dict[str, Stage], dict[tuple[
     return gens, cells
 
 
-def cross_verify(cfg: CrossVerifyConfig, log=print) -> list[dict]:
+def cross_verify(cfg: CrossVerifyConfig) -> list[dict]:
     """Every generator samples once; every verifier model scores every generator's samples with one
     strategy (the diagonal is self-verification). One model is loaded at a time."""
     seed_everything(cfg.seed)
     gens, cells = matrix_stages(cfg)
-    run = open_run(cfg, MATRIX_RESUMABLE, [*gens.values(), *cells.values()], log)
+    run = open_run(cfg, MATRIX_RESUMABLE, [*gens.values(), *cells.values()])
     gen_dirs = {g: resolve_model(g) for g in cfg.generators}
     ver_dirs = {v: resolve_model(v) for v in cfg.verifier_models}
     prepared = {g: prepare_prompts(cfg.task, d, "test", cfg.seed, fits(cfg)) for g, d in gen_dirs.items()}
     run.begin()
-    engine = run.engine(cfg.engine, cfg.seed)
-    try:
-        for g in cfg.generators:
-            task, problems = prepared[g][:2]
-            if not run.done(gens[g]):
-                log(f"{g} generates on {task.name}: {len(problems)} prompts x {cfg.sampling.n}")
-            generations(run, gens[g], engine, gen_dirs[g], prepared[g], cfg, log)
-        _verify_matrix(cfg, run, gens, cells, ver_dirs, engine, log)
-    finally:
-        engine.close()
-    records = _matrix_records(cfg, run, cells)
+    title = (
+        f"cross-verification ({cfg.verifier.name}) on {cfg.task.name}: {len(cfg.generators)} generator(s) x "
+        f"{len(cfg.verifier_models)} verifier model(s), {cfg.task.test_size} prompts x {cfg.sampling.n}"
+    )
+    with measuring(run, title) as console:
+        engine = run.engine(cfg.engine, cfg.seed)
+        try:
+            names = model_labels(cfg.generators)
+            for g in cfg.generators:
+                generations(
+                    run, gens[g], engine, gen_dirs[g], prepared[g], cfg, console, f"{names[g]} samples"
+                )
+            _verify_matrix(cfg, run, gens, cells, ver_dirs, engine, console)
+        finally:
+            engine.close()
+        with console.stage("summarize"):
+            records = _matrix_records(cfg, run, cells)
     _write_matrix(cfg, run.out, records)
     return records
 
 
 def _verify_matrix(
-    cfg, run: RunFolder, gens: dict, cells: dict, ver_dirs: dict, engine: OneEngine, log
+    cfg, run: RunFolder, gens: dict, cells: dict, ver_dirs: dict, engine: OneEngine, console: StudyConsole
 ) -> None:
     from trainer.verifiers import VERIFIERS
 
     needs_model = VERIFIERS[cfg.verifier.name].needs_model
     order = sorted(ver_dirs, key=lambda v: ver_dirs[v] != engine.model_dir)  # the loaded model first
+    gen_names, ver_names = model_labels(list(gens)), model_labels(list(ver_dirs))
     for v in order:
         pending = [g for g in gens if not run.done(cells[g, v])]
         if not pending:
             continue
         model_dir = ver_dirs[v]
         task, _, _, shots = prepare_prompts(cfg.task, model_dir, "test", cfg.seed)
-        pool = VerifierPool(
-            engine.get(model_dir) if needs_model else None, model_dir, cfg.engine, task, shots, cfg.seed
-        )
+        sampler = loaded(engine, model_dir, console) if needs_model else None
+        pool = VerifierPool(sampler, model_dir, cfg.engine, task, shots, cfg.seed)
         try:
             for g in pending:
-                log(f"{v} verifies the samples of {g} ({cfg.verifier.name})")
 
                 def verify(g=g, pool=pool) -> tuple[pd.DataFrame, dict]:
                     scored, costs = verify_rows(run.read(gens[g]), [cfg.verifier], pool, keys=["verifier"])
                     kept = select_rows(scored, [cfg.verifier], cfg.filter, cfg.seed)
                     return kept, add_shared_member_costs(costs)
 
-                run.stage(cells[g, v], verify)
+                made(run, cells[g, v], f"{ver_names[v]} verifies {gen_names[g]}", verify, console)
         finally:
             pool.close()
 
@@ -297,33 +375,45 @@ def first_k_tokens(verdict_tokens: pd.Series, k: int) -> int:
     return int(sum(int(np.asarray(t)[:k].sum()) for t in verdict_tokens))
 
 
-def verify_compute(cfg: VerifyComputeConfig, log=print) -> list[dict]:
+def verify_compute(cfg: VerifyComputeConfig) -> list[dict]:
     """generate → verify (`verdicts` sampled verifications per generation, once) → select under each k
     (the mean of the first k verdicts) and each filter → the gap, AUROC and cost of every k, with the
     paired difference from the smallest k; the oracle under the same filter as the ceiling. One record
     per (filter, k), in `cfg.filters` order."""
-    run, model_dir, prepared = open_measurement(cfg, COMPUTE_SUMMARY_ONLY, log)
+    run, model_dir, prepared = open_measurement(cfg, COMPUTE_SUMMARY_ONLY)
     task, problems, _, shots = prepared
-    out = run.out
     vcfg = cfg.sampled_verifier
-    log(
+    title = (
         f"{cfg.model} on {task.name}: {len(problems)} prompts x {cfg.sampling.n} samples, "
         f"{cfg.verdicts} {vcfg.name} verifications each"
     )
-    engine = run.engine(cfg.engine, cfg.seed)
-    try:
-        rows = generations(run, GAP_STAGES["generate"], engine, model_dir, prepared, cfg, log)
+    with measuring(run, title) as console:
+        engine = run.engine(cfg.engine, cfg.seed)
+        try:
+            rows = generations(run, GAP_STAGES["generate"], engine, model_dir, prepared, cfg, console)
 
-        def verify() -> tuple[pd.DataFrame, dict]:
-            pool = VerifierPool(engine.get(model_dir), model_dir, cfg.engine, task, shots, cfg.seed)
-            try:
-                return verify_rows(rows, [vcfg], pool, keys=["verifier"])
-            finally:
-                pool.close()
+            def verify() -> tuple[pd.DataFrame, dict]:
+                pool = VerifierPool(
+                    loaded(engine, model_dir, console), model_dir, cfg.engine, task, shots, cfg.seed
+                )
+                try:
+                    return verify_rows(rows, [vcfg], pool, keys=["verifier"])
+                finally:
+                    pool.close()
 
-        rows, _ = run.stage(GAP_STAGES["verify"], verify, log)
-    finally:
-        engine.close()
+            rows, _ = made(run, GAP_STAGES["verify"], "verify", verify, console)
+        finally:
+            engine.close()
+        with console.stage("summarize"):
+            records = _compute_summary(cfg, run, rows, vcfg, task.name)
+    return records
+
+
+def _compute_summary(
+    cfg: VerifyComputeConfig, run: RunFolder, rows: pd.DataFrame, vcfg, task_name: str
+) -> list[dict]:
+    """Each k's scores from the stored verdicts, each filter's selection, every record and file."""
+    out = run.out
     vid = vcfg.id or vcfg.name
     verdicts, verdict_tokens = rows[f"verdicts_{vid}"], rows[f"verdict_tokens_{vid}"]
     ids, k_costs = [f"k{k}" for k in cfg.ks], {}
@@ -355,7 +445,7 @@ def verify_compute(cfg: VerifyComputeConfig, log=print) -> list[dict]:
         compute=records,
     )
     write_json(out / "metrics.json", metrics)
-    _write_compute(cfg, out, records, task.name)
+    _write_compute(cfg, out, records, task_name)
     return records
 
 
@@ -436,20 +526,22 @@ def scaling_gap_config(cfg: ScalingConfig, i: int) -> GapConfig:
     )
 
 
-def scaling(cfg: ScalingConfig, log=print) -> dict:
+def scaling(cfg: ScalingConfig) -> dict:
     """Every model's gap (a resumable measure_gap run in its own folder), its parameters and compute,
     and the relative gap fitted against log10(6·N·D) with a bootstrap CI on the slope."""
     from eval.plots import plot_scaling
     from eval.scaling import ScalingPoint, fit_scaling, relative_gaps_per_prompt, scaling_markdown
 
-    run = open_run(cfg, SCALING_RESUMABLE, [], log)  # no stages of its own: a measure_gap run per model
+    run = open_run(cfg, SCALING_RESUMABLE, [])  # no stages of its own: a measure_gap run per model
     run.begin()
     out = run.out
     vid = cfg.verifier.id or cfg.verifier.name
     points = []
-    for i, (m, name) in enumerate(zip(cfg.models, cfg.labels())):
+    title = f"scaling ({cfg.verifier.name}) on {cfg.task.name}: {len(cfg.models)} models"
+    with measuring(run, title) as console:
+        runs = [measure_gap(scaling_gap_config(cfg, i), console) for i in range(len(cfg.models))]
+    for i, (m, name, metrics) in enumerate(zip(cfg.models, cfg.labels(), runs)):
         gap_cfg = scaling_gap_config(cfg, i)
-        metrics = measure_gap(gap_cfg, log)
         n_params = m.n_params or count_parameters(resolve_model(m.model), embeddings=cfg.count_embeddings)
         vm = metrics["verifiers"][vid]
         points.append(
