@@ -448,8 +448,9 @@ def grpo_train(
     resuming from the last one found there; write the result to `output_dir` (a plain bf16 HF
     checkpoint, LoRA merged, main process only) and delete `steps_dir`. Call it on every rank.
 
-    Returns: the reward's statistics (`reward_stats`) and its records (`rollout_rewards`), TRL's per-step metrics (the mean over the steps
-    and `<name>_history`: loss, reward_trl, entropy, kl, completion_length, clipped_ratio), steps,
+    Returns: the reward's statistics (`reward_stats`) and records (`rollout_rewards`), TRL's per-step
+    metrics (the mean over the steps and `<name>_history`: loss, reward_trl, entropy, kl,
+    completion_length, clipped_ratio), steps,
     train_tokens (prompt and completion tokens of the steps, all ranks), seconds, resumed_from (the
     step resumed at, or None), trainable_params, weights_checksum, world_size.
     """
