@@ -119,7 +119,7 @@ def main() -> None:
     def run_mindgap() -> dict:
         out = scratch / f"mg-{time.monotonic_ns()}"
         opts = GRPOOptions(
-            reward="oracle",
+            reward="majority",
             steps=args.steps,
             learning_rate=HYPER["learning_rate"],
             batch_size=HYPER["batch_size"],
@@ -131,7 +131,7 @@ def main() -> None:
         rollouts = Rollouts(
             HYPER["num_generations"], HYPER["max_completion_length"], HYPER["temperature"], 1.0
         )
-        reward = verifier_reward("oracle", task, problems, eos_ids=eos)
+        reward = verifier_reward("majority", task, problems, eos_ids=eos)
         start = time.perf_counter()
         stats = grpo_train(table, base, out, opts, rollouts, reward, 0, steps_dir=scratch / "steps")
         s = time.perf_counter() - start
@@ -148,7 +148,7 @@ def main() -> None:
 
     def run_plain() -> dict:
         out = scratch / f"plain-{time.monotonic_ns()}"
-        reward = verifier_reward("oracle", task, problems, eos_ids=eos)
+        reward = verifier_reward("majority", task, problems, eos_ids=eos)
         start = time.perf_counter()
         stats = plain_trl(data, reward, base, out, args.steps, seed=0)
         s = time.perf_counter() - start
@@ -176,7 +176,7 @@ def main() -> None:
     res.add("fixed cost, load + wrap", median(mg, "build_seconds"), "s")
     res.add("fixed cost, merge + save", median(mg, "save_seconds"), "s")
     res.details = {
-        "workload": {"steps": args.steps, "prompts": prompts_n, **HYPER, "reward": "oracle"},
+        "workload": {"steps": args.steps, "prompts": prompts_n, **HYPER, "reward": "majority"},
         "bf16_native": cpu_has_native_bf16(),
         "spread_seconds": {k: spread(v, "seconds") for k, v in runs.items()},
         "runs": runs,
