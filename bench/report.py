@@ -17,6 +17,7 @@ ORDER = [
     "verification",
     "distillation",
     "dpo",
+    "grpo",
     "sft_dtype",
     "rounds",
     "scaling",
@@ -39,6 +40,7 @@ Run them one at a time (each builds its own vLLM engine), from the repository ro
 .venv/bin/python bench/bench_verify.py
 .venv/bin/python bench/bench_distill.py
 .venv/bin/python bench/bench_dpo.py
+.venv/bin/python bench/bench_grpo.py
 .venv/bin/python bench/bench_rounds.py
 .venv/bin/python bench/bench_scaling.py
 .venv/bin/python bench/report.py        # this page

@@ -238,7 +238,8 @@ def table_rows(history: list[dict]) -> list[dict[str, str]]:
     """The report table, one dict per round keyed by its column names."""
     kmax = max((int(k) for k in history[-1]["pass_at_k"]), default=1)
     gap = f"gap [{level(history)} CI]"
-    dpo = any(h.get("train", {}).get("rule") == "dpo" for h in history)
+    rules = {h.get("train", {}).get("rule") for h in history}
+    dpo, grpo = "dpo" in rules, "grpo" in rules
     rows = []
     for h in history:
         train = h.get("train", {})
@@ -258,10 +259,12 @@ def table_rows(history: list[dict]) -> list[dict[str, str]]:
                 "maj@k": fmt_interval(h.get("maj_at_k")),
                 "distinct answers": _fmt(h["answer_diversity"].get("distinct_answers"), ".2f"),
                 "kept / sampled": f"{train.get('kept', '–')} / {train.get('sampled', '–')}",
-                **(_dpo_cells(train) if dpo else {"distilled": str(train.get("distilled", "–"))}),
+                **(_dpo_cells(train) if dpo else {}),
+                **(_grpo_cells(train) if grpo else {}),
+                **({} if dpo or grpo else {"distilled": str(train.get("distilled", "–"))}),
                 "truncated": trunc,
                 "kept precision": fmt_interval(train.get("kept_precision")),
-                **({} if dpo else {"SFT loss": _fmt(train.get("sft_loss"))}),
+                **({} if dpo or grpo else {"SFT loss": _fmt(train.get("sft_loss"))}),
                 "seconds": f"{sum(h.get('seconds', {}).values()):.0f}",
             }
         )
@@ -280,6 +283,21 @@ def _dpo_cells(train: dict) -> dict[str, str]:
         "DPO loss": _fmt(train.get("dpo_loss")),
         "reward margin": _fmt(train.get("dpo_reward_margin")),
         "preference accuracy": _fmt(train.get("dpo_reward_accuracy"), ".2f"),
+    }
+
+
+def _grpo_cells(train: dict) -> dict[str, str]:
+    """A GRPO round's columns: its rollouts' mean reward (± std), the share of groups whose rewards do
+    not vary, how often the reward agreed with the task's checker (its CI), the rollouts' accuracy,
+    and the tokens generated in its rollouts."""
+    reward, std = train.get("grpo_reward"), train.get("grpo_reward_std")
+    return {
+        "reward (std)": "–" if reward is None else f"{reward:.3f} ({std:.3f})",
+        "flat groups": _fmt(train.get("grpo_zero_std_groups"), ".2f"),
+        "reward accuracy": fmt_interval(train.get("grpo_reward_accuracy")),
+        "reward AUROC": _fmt(train.get("grpo_reward_auroc"), ".2f"),
+        "rollout accuracy": _fmt(train.get("grpo_rollout_accuracy"), ".3f"),
+        "tokens generated": str(train.get("grpo_tokens_generated", "–")),
     }
 
 
@@ -331,6 +349,16 @@ def write_report(
             "(trainer/update/dpo.py); pair precision is the share whose chosen sample is correct and "
             "rejected one incorrect; reward margin and preference accuracy are TRL's rewards/margins and "
             "rewards/accuracies, means over the round's training steps (each on that step's batch).",
+            "",
+        ]
+    if any(h.get("train", {}).get("rule") == "grpo" for h in history):
+        lines[-1:] = [
+            "GRPO rounds (update rule `grpo`, trainer/update/grpo.py): reward is the mean (std) of the "
+            "rewards of the round's rollouts; flat groups, the share of a step's groups (a prompt's "
+            "completions) whose rewards did not vary, which teach nothing; reward accuracy, the share of "
+            "rollouts where the reward (at 0.5) agreed with the task's checker (CI over the groups); "
+            "reward AUROC, how well the rewards rank right over wrong rollouts; rollout accuracy, the "
+            "rollouts' accuracy under the checker.",
             "",
         ]
     lines += saturation_lines(history)

@@ -270,9 +270,10 @@ def test_the_update_rules_comparison_loads():
         CompareConfig, ["--config", str(ROOT / "recipes" / "configs" / "compare_update_rules.yaml")]
     )
     studies = {name: runs[0] for name, runs in cfg.studies().items()}
-    assert len(studies) == 9 and cfg.control == "sft_random"
+    assert len(studies) == 13 and cfg.control == "sft_random"  # and 4 GRPO conditions: tests/test_grpo.py
     assert cfg.controls() == {
-        f"{rule}_{c}": f"{rule}_random" for rule in ("dpo", "rpo") for c in ("mc", "oracle")
+        **{f"{rule}_{c}": f"{rule}_random" for rule in ("dpo", "rpo") for c in ("mc", "oracle")},
+        **{f"grpo_{c}": "grpo_random" for c in ("mc", "majority", "oracle")},
     }
     for rule in ("sft", "dpo", "rpo"):
         mc, oracle, random = (studies[f"{rule}_{c}"] for c in ("mc", "oracle", "random"))

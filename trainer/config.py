@@ -9,6 +9,7 @@ beside the code they configure (imported here so one module names every key):
     UpdateConfig      trainer/update/__init__.py the update rule and each rule's options:
       SFTOptions      trainer/distill.py           sft: distillation with TRL SFT
       DPOOptions      trainer/update/dpo.py        dpo: preference pairs with TRL DPO
+      GRPOOptions     trainer/update/grpo.py       grpo: online RL from the model's own reward (TRL GRPO)
     SaturationConfig  eval/saturation.py         the stopping rules
 
 Every recipe that measures starts from `RecipeConfig`: its seed and its bootstrap settings (`boot`).
@@ -127,7 +128,7 @@ class GapConfig(RecipeConfig):
 
 @dataclass
 class IterateConfig(RecipeConfig):
-    """recipes/iterate.py: rounds of sample -> self-verify -> filter -> update (SFT, DPO) -> evaluate."""
+    """recipes/iterate.py: rounds of sample -> self-verify -> filter -> update (SFT, DPO, GRPO) -> evaluate."""
 
     model: str = knob(
         DEFAULT_MODEL, "the starting model: an embedded alias, a local HF model dir, a .gguf file or a hub id"
@@ -177,7 +178,7 @@ class IterateConfig(RecipeConfig):
         if self.verifiers:
             first = self.verifiers[0]
             with problems.check():
-                check_update(self.update, first, first.filter or self.filter)
+                check_update(self.update, first, first.filter or self.filter, study=self)
         with problems.check():
             one_of("report_to", self.report_to, ("wandb", "none"))
         if self.rounds < 0:

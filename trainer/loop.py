@@ -1,10 +1,10 @@
 """The self-improvement loop: sample -> self-verify -> filter -> update -> evaluate, round after round.
 
 Round 0 evaluates the starting model. Round t >= 1 samples the train prompts from the model of round
-t-1, lets it verify its own samples, filters them, trains a new checkpoint on them with the update
-rule (`update.name`: SFT on the kept samples, DPO on kept-vs-dropped pairs; trainer/update/), swaps
-that into the running engine, evaluates it on the held-out prompts, logs the round and judges the
-stopping rules: `Study.run_round` reads in that order. Every stage writes its files atomically into
+t-1, lets it verify its own samples, filters them, trains a new checkpoint with the update rule
+(`update.name`: SFT on the kept samples, DPO on kept-vs-dropped pairs, GRPO on its own rollouts
+scored by a reward; trainer/update/), swaps that into the running engine, evaluates it on the
+held-out prompts, logs the round and judges the stopping rules: `Study.run_round` reads in that order. Every stage writes its files atomically into
 the round's folder and is recorded there (trainer/runfolder.py: `round_stages` are a round's); a
 finished stage is reused, checked first, so re-running the command resumes.
 
@@ -79,7 +79,7 @@ def stage_seed(seed: int, t: int, stage: int) -> int:
 def round_stages(t: int, rule: str = "sft") -> dict[str, Stage]:
     """Round t's stages in the order they are made: from round 1 the train prompts' samples, their
     verification and selection and the update of the model by the rule `rule` (its checkpoint and
-    `<rule>.json`; the stage is named as the rule's on the console: distill, dpo); in every round the
+    `<rule>.json`; the stage is named as the rule's on the console: distill, dpo, grpo); in every round the
     held-out evaluation and the round's metrics (its last stage: the round is finished). Keyed by
     name, the update stage as "update"."""
     rd = f"round_{t:03d}"
@@ -388,17 +388,41 @@ class Study:
             return ckpt, self.run.read(stage, stats_file)
         self.run.check_use(prev)  # trained further from here
         with self.run.making(stage):
-            if self.pool is not None:
+            if self.rule.online:
+                self.rule.context = self.online_context()
+            judging = self.rule.needs_judge()
+            if self.pool is not None and not judging:
                 self.pool.sleep()  # frees the engines' GPU memory while training runs (no-op on CPU)
             ckpt, stats = self.rule.train(
                 rows, prev, ckpt, seed=self.update_seed(t), callbacks=[self.console.train_callback()]
             )
             gc.collect()
-            if self.pool is not None:
+            if self.pool is not None and not judging:
                 self.pool.wake_up()
             if self.state.is_main_process:
                 write_json(self.run.path(stage, stats_file), stats)
         return ckpt, stats
+
+    def online_context(self):
+        """What an online rule (grpo) reads from the study: the task, the train problems, the rollout
+        defaults, the engine, the verifiers, and the judge: the study's verifiers on a checkpoint
+        (the round's start), on the study's one engine."""
+        from trainer.update.grpo import OnlineContext
+
+        def judge(checkpoint: Path) -> VerifierPool:
+            self.sampler_for(checkpoint)
+            self.pool.generator = self.sampler
+            return self.pool
+
+        return OnlineContext(
+            task=self.task,
+            problems={str(p.id): p for p in self.train_problems},
+            sampling=self.cfg.sampling,
+            engine=self.cfg.engine,
+            verifiers=list(self.cfg.verifiers),
+            judge=judge,
+            share=self.share,
+        )
 
     def evaluate(self, stages: dict[str, Stage], checkpoint: Path, t: int) -> tuple[pd.DataFrame, dict]:
         """Held-out evaluation of `checkpoint`: accuracy, the gap of its self-verification, pass@k, diversity."""
@@ -456,6 +480,7 @@ class Study:
             f"({confidence_label(metrics)} CI)"
             + (f", kept {train['kept']}/{train['sampled']}" if train.get("kept") is not None else "")
             + (f", {train['dpo_pairs']} pairs" if train.get("dpo_pairs") is not None else "")
+            + (f", reward {train['grpo_reward']:.2f}" if train.get("grpo_reward") is not None else "")
             + f", {sum(metrics.get('seconds', {}).values()):.0f}s"
         )
 

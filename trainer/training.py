@@ -46,7 +46,7 @@ def check_options(opts, key: str, problems: Problems) -> None:
     if opts.method not in METHODS:
         problems.add(f"{key}.method: unknown value '{opts.method}'; choose one of {', '.join(METHODS)}")
     for name in ("learning_rate", "epochs", "batch_size", "grad_accum", "max_length"):
-        if getattr(opts, name) <= 0:
+        if hasattr(opts, name) and getattr(opts, name) <= 0:  # a rule without epochs counts steps
             problems.add(f"{key}.{name}: must be > 0, got {getattr(opts, name)}")
     if opts.method == "lora":
         for name in ("lora_r", "lora_alpha"):
@@ -116,7 +116,8 @@ def use_bf16(value: Any) -> bool:
 
 def trainer_settings(opts, work_dir: Path, seed: int, report_to: str) -> dict:
     """The TrainingArguments every rule sets the same way (the rule adds its own), read under the
-    rule's `launch_env`: the device, process group, precision, schedule, logging and no saving."""
+    rule's `launch_env`: the device, process group, precision, schedule, logging and no saving. A rule
+    whose options have no `epochs` or `max_length` (GRPO counts steps) sets neither."""
     import torch
 
     cuda = torch.cuda.is_available()
@@ -124,16 +125,16 @@ def trainer_settings(opts, work_dir: Path, seed: int, report_to: str) -> dict:
     # On CPU, DDP needs use_cpu=True (a gloo process group). DeepSpeed needs use_cpu=False (with it
     # accelerate ignores DeepSpeed) plus ddp_backend="gloo": without a backend accelerate counts one
     # process while DeepSpeed counts them all, and DeepSpeed's batch-size check fails.
-    return dict(
+    settings = dict(
         output_dir=str(work_dir),
         per_device_train_batch_size=opts.batch_size,
         gradient_accumulation_steps=opts.grad_accum,
         learning_rate=opts.learning_rate,
-        num_train_epochs=opts.epochs,
+        num_train_epochs=getattr(opts, "epochs", 1.0),
         lr_scheduler_type="linear",
         warmup_steps=opts.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
         weight_decay=opts.weight_decay,
-        max_length=opts.max_length,
+        max_length=getattr(opts, "max_length", None),
         gradient_checkpointing=opts.gradient_checkpointing,  # TRL defaults it on
         bf16=use_bf16(opts.bf16),  # TRL defaults it on, which fails on CPU
         fp16=False,
@@ -151,6 +152,9 @@ def trainer_settings(opts, work_dir: Path, seed: int, report_to: str) -> dict:
         dataloader_pin_memory=cuda,
         disable_tqdm=False,
     )
+    if settings["max_length"] is None:
+        del settings["max_length"]
+    return settings
 
 
 def lora_config(opts):

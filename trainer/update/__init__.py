@@ -3,6 +3,8 @@
 sft   supervised fine-tuning on the kept samples (rejection-sampling fine-tuning; TRL SFTTrainer)
 dpo   preference pairs of a prompt's kept vs dropped samples (TRL DPOTrainer); with
       `loss_type: [sigmoid, sft]` it is RPO (DPO plus an NLL term on the chosen samples)
+grpo  online RL on the train prompts with a reward from the model's own verifier, the group's
+      majority answer, the task's checker or a random control (TRL GRPOTrainer)
 
 The `update` section names the rule (`update.name`) and holds each rule's options under the rule's
 own key (`update.sft`, `update.dpo`); only the named rule's are read, so a config (or a comparison's
@@ -21,11 +23,13 @@ from core.config import knob, one_of
 from trainer.distill import SFTOptions
 from trainer.update.base import UpdateRule
 from trainer.update.dpo import DPOOptions, DPORule
+from trainer.update.grpo import GRPOOptions, GRPORule
 from trainer.update.sft import SFTRule
 
 RULES: dict[str, type[UpdateRule]] = {
     "sft": SFTRule,
     "dpo": DPORule,
+    "grpo": GRPORule,
 }
 
 
@@ -33,9 +37,10 @@ RULES: dict[str, type[UpdateRule]] = {
 class UpdateConfig:
     """How the next checkpoint learns from the round's verified and selected samples: a rule and its options."""
 
-    name: str = knob("sft", "the update rule: sft | dpo (update.<name> holds its options)")
+    name: str = knob("sft", "the update rule: sft | dpo | grpo (update.<name> holds its options)")
     sft: SFTOptions = knob(factory=SFTOptions, help="")
     dpo: DPOOptions = knob(factory=DPOOptions, help="")
+    grpo: GRPOOptions = knob(factory=GRPOOptions, help="")
 
     @property
     def options(self):
@@ -51,10 +56,22 @@ def make_rule(cfg: UpdateConfig, verifier, filt, key: str = "update") -> UpdateR
     return RULES[cfg.name](cfg.options, verifier, filt, f"{key}.{cfg.name}")
 
 
-def check_update(cfg: UpdateConfig, verifier, filt, key: str = "update") -> None:
-    """Config-time checks of the named rule against the first verifier and its filter."""
+def check_update(cfg: UpdateConfig, verifier, filt, key: str = "update", study=None) -> None:
+    """Config-time checks of the named rule against the first verifier and its filter, and against
+    the rest of the `study` config where given."""
     one_of(f"{key}.name", cfg.name, tuple(RULES))
     RULES[cfg.name].check(cfg.options, verifier, filt, f"{key}.{cfg.name}")
+    if study is not None:
+        RULES[cfg.name].check_study(cfg.options, study, f"{key}.{cfg.name}")
 
 
-__all__ = ["RULES", "DPOOptions", "SFTOptions", "UpdateConfig", "UpdateRule", "check_update", "make_rule"]
+__all__ = [
+    "RULES",
+    "DPOOptions",
+    "GRPOOptions",
+    "SFTOptions",
+    "UpdateConfig",
+    "UpdateRule",
+    "check_update",
+    "make_rule",
+]

@@ -27,6 +27,10 @@ class UpdateRule:
     name: ClassVar[str]  # the rule's name in `update.name`, and its options' key `update.<name>`
     stage: ClassVar[str]  # the stage's name on the console and in a round's `seconds`
     options: ClassVar[type]  # the dataclass of its options
+    # An online rule generates its own rollouts while it trains (grpo): the loop still samples,
+    # verifies and selects the train prompts at the round's start (what the round records, and the
+    # rows `train` gets), and gives the rule its `context` (trainer/update/grpo.py OnlineContext).
+    online: ClassVar[bool] = False
 
     def __init__(self, opts, verifier: VerifierConfig, filt: FilterConfig, key: str):
         self.opts = opts  # the rule's options (its dataclass)
@@ -38,6 +42,15 @@ class UpdateRule:
     def check(cls, opts, verifier: VerifierConfig, filt: FilterConfig, key: str) -> None:
         """Config-time checks across sections (a filter that could never give the rule data); a
         UserError names the key to change."""
+
+    @classmethod
+    def check_study(cls, opts, study, key: str) -> None:
+        """Config-time checks against the rest of the study config (`study`: an IterateConfig)."""
+
+    def needs_judge(self) -> bool:
+        """Whether `train` scores with the study's verifiers on the round's starting checkpoint (the
+        loop then keeps their engines awake while it trains)."""
+        return False
 
     def training_data(self, rows: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, dict]:
         """What the rule trains on from the round's selected rows (drawn with `seed` where it draws),
