@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import sys
 import types
 import typing
@@ -414,6 +415,9 @@ def _split_argv(argv: list[str]) -> tuple[str | None, list[tuple[str, Any]]]:
     return config_path, overrides
 
 
+_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
 def _set_dotted(data: dict, key: str, value: Any) -> None:
     parts = key.split(".")
     node = data
@@ -503,6 +507,8 @@ def _coerce(tp: Any, value: Any, key: str, source: str | None, problems: Problem
         raise UserError(f"{key}: expected an integer, got {value!r}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):  # YAML 1.1 reads 5e-5 as text
             return float(value)
         raise UserError(f"{key}: expected a number, got {value!r}")
     if tp is str:

@@ -342,3 +342,15 @@ def test_help_shows_the_engine_keys_in_groups_and_the_keys_stay_flat(capsys):
     # the keys are what they were: flat under engine, on the command line and in study.json
     cfg = load_config(IterateConfig, ["--engine.backend", "vllm_server", "--engine.server_url", "http://h:1"])
     assert to_dict(cfg)["engine"]["server_url"] == "http://h:1" and list(to_dict(cfg)["engine"]) == keys
+
+
+def test_a_number_in_e_notation_without_a_dot_or_sign_is_a_number(tmp_path):
+    """YAML 1.1 reads 5e-5 and 2.0e12 as text; a float field takes them as the numbers they are."""
+    from core.config import load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("update: {sft: {learning_rate: 5e-5}}\n")
+    cfg = load_config(IterateConfig, ["--config", str(path), "--update.dpo.beta", "1e-1"])
+    assert cfg.update.sft.learning_rate == 5e-5 and cfg.update.dpo.beta == 0.1
+    with pytest.raises(UserError, match="update.dpo.beta: expected a number, got 'e5'"):
+        load_config(IterateConfig, ["--update.dpo.beta", "e5"])

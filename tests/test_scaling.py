@@ -183,7 +183,7 @@ def test_shipped_scaling_config_loads_with_model_card_tokens():
         ("models: []\n", "models: list at least one model"),
         ("models: [{model: a}]\n", "models.0.pretraining_tokens: give the tokens a was pretrained on"),
         (
-            "models: [{model: a, pretraining_tokens: 2.0e12}]\n",
+            "models: [{model: a, pretraining_tokens: many}]\n",
             "models.0.pretraining_tokens: expected a number",
         ),
         ("models: [{pretraining_tokens: 1.0e+9}]\n", "models.0.model: name the model"),
