@@ -81,7 +81,9 @@ class StudyConsole:
             self.live.start()
         if self.rank == 0:
             where = f"; library output: {self.log_path}" if self.redirect else ""
-            rounds = f", {self.rounds} round{'' if self.rounds == 1 else 's'}" if self.rounds is not None else ""
+            rounds = (
+                f", {self.rounds} round{'' if self.rounds == 1 else 's'}" if self.rounds is not None else ""
+            )
             self.console.print(f"[bold]mindgap[/]: {self.title}{rounds}{where}")
         return self
 
