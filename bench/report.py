@@ -118,7 +118,7 @@ def gpu_section(d: dict) -> str:
         stages = ", ".join(f"{k} {v:.1f} s" for k, v in (e.get("stage_seconds") or {}).items())
         lines.append(
             f"| {name} | a 1-round study, `--update.name {name[6:]}`, hf backend, engine {e.get('engine_dtype')}, "
-            f"bf16 training {e.get('bf16')} | {stages}; gpu_mb {e.get('gpu_mb')} |"
+            f"bf16 training {e.get('bf16')}{' (' + e['run'] + ')' if e.get('run') else ''} | {stages}; gpu_mb {e.get('gpu_mb')} |"
         )
     failed = [n for n, e in c.items() if not e.get("ok")]
     if failed:
