@@ -7,10 +7,12 @@
 Each condition is the base study (`base:` a study config file, then `study:` overrides, then the
 condition's own `overrides:`) run to `<output_dir>/<condition>/` exactly as recipes/iterate.py runs
 it, so each is resumable on its own; the same command resumes the whole comparison. All conditions
-share the task, seed and evaluation sampling, so they are evaluated on the same held-out prompts,
-and `<output_dir>/comparison.md` sets each beside the `control` (the random filter at matched budget
-by default) with paired bootstrap CIs: accuracy and gap by round, pass@k curves, diversity. The work
-is `trainer.loop.run_comparison`.
+share the task, seed and evaluation sampling, so they are evaluated on the same held-out prompts
+(round 0's held-out samples are made once per replicate and shared: docs/guide.md), and
+`<output_dir>/comparison.md` sets each beside the `control` (the random filter at matched budget
+by default) with intervals over prompts and training seeds (`replicates`) and Holm-corrected
+verdicts: accuracy and gap by round, pass@k curves, diversity. The work is
+`trainer.loop.run_comparison`.
 """
 
 from __future__ import annotations

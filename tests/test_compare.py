@@ -161,6 +161,17 @@ def test_three_conditions_resume_and_compare(tmp_path, tiny_model_dir):
     oracle = pd.read_parquet(out / "oracle" / "round_001" / "selection.parquet")
     assert not (oracle["kept"] & ~oracle["correct"]).any()
 
+    # round 0's held-out samples are made once: the conditions after the first take them (and their
+    # verification where their verifiers are the same), recorded as reused; round 0 agrees everywhere
+    assert reused(out / "self_mc") == {}
+    assert reused(out / "oracle") == {"eval_generations": str(out / "self_mc")}
+    assert reused(out / "random") == dict.fromkeys(
+        ["eval_generations", "eval_verification"], str(out / "self_mc")
+    )
+    round0 = [json.loads((out / n / "round_000" / "metrics.json").read_text()) for n in ("self_mc", "random")]
+    assert [m["generation_utility"] for m in round0] == [round0[0]["generation_utility"]] * 2
+    assert round0[0]["gap"] == round0[1]["gap"]
+
     result = json.loads((out / "comparison.json").read_text())
     assert {(d["condition"], d["round"]) for d in result["differences"]} == {
         (c, t) for c in ("self_mc", "oracle") for t in (0, 1)
@@ -191,6 +202,10 @@ def test_three_conditions_resume_and_compare(tmp_path, tiny_model_dir):
     for name in ("self_mc", "oracle", "random"):
         meta = json.loads((out / f"{name}_rep1" / "study.json").read_text())
         assert meta["config"]["train_seed"] == 1 and meta["config"]["seed"] == 0
+    assert reused(out / "self_mc_rep1") == {}  # its own seeds: replicate 0's round 0 is not its own
+    assert reused(out / "random_rep1") == dict.fromkeys(
+        ["eval_generations", "eval_verification"], str(out / "self_mc_rep1")
+    )
     rep1 = pd.read_parquet(out / "random_rep1" / "round_001" / "generations.parquet")
     assert rep1["completion"].tolist() != rnd["completion"].tolist()  # another draw of the same experiment
     held_out = [
@@ -201,6 +216,12 @@ def test_three_conditions_resume_and_compare(tmp_path, tiny_model_dir):
     text = (out / "comparison.md").read_text()
     assert "Each condition is 2 training runs" in text and "Holm" in text
     assert json.loads((out / "comparison.json").read_text())["replicates"] == 2
+
+
+def reused(study) -> dict[str, str]:
+    """The stages of a study's round 0 taken from another study, and from which."""
+    record = json.loads((study / "round_000" / "stages.json").read_text())["stages"]
+    return {name: s["reused_from"] for name, s in record.items() if "reused_from" in s}
 
 
 @pytest.mark.parametrize(

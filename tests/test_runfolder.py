@@ -210,3 +210,31 @@ def test_large_files_are_sized_on_open_and_hashed_before_they_are_read(tmp_path,
     run.check_use(tmp_path / "elsewhere")  # outside the run: nothing to check
     with pytest.raises(UserError, match=rf"^{table}: changed since it was written \(SHA-256 differs\)"):
         run.read(layout()[2])
+
+
+def test_a_stage_is_reused_from_another_folder_only_with_the_same_settings_and_intact_files(tmp_path):
+    """`reuse` copies a stage another run finished with a config equal outside the ignored keys (a
+    comparison's conditions share round 0), checked against that run's record; otherwise nothing."""
+    donor = tmp_path / "donor"
+    finished(donor)
+    first = open_run(tmp_path / "a", config={**DEFAULTS, "filter": {**DEFAULTS["filter"], "q": 0.25}})
+    first.begin()
+    gen = first.layout[0]
+    assert not first.reuse(gen, donor)  # 'filter' differs and is not ignored: made here instead
+    assert first.reuse(gen, donor, ignore=("filter",))
+    assert first.done(gen) and not first.reuse(gen, donor, ignore=("filter",))  # finished: kept as is
+    rows = first.stage(gen, lambda: pytest.fail("a reused stage is not made again"))
+    assert list(rows["x"]) == list(range(10))
+    record = json.loads((tmp_path / "a" / "round_000" / "stages.json").read_text())
+    assert record["stages"]["gen"]["reused_from"] == str(donor)
+    assert record["config"]["filter"]["q"] == 0.25  # recorded with this run's own settings
+    assert open_run(tmp_path / "a", config=first.config).done(gen)  # and resumes checked like any stage
+
+    other = open_run(tmp_path / "b", config={**DEFAULTS, "seed": 1})
+    assert not other.reuse(gen, donor, ignore=("filter",))  # a seed differs: other samples
+    assert not other.reuse(other.layout[2], tmp_path / "nowhere")
+    damaged = donor / "round_000" / "score.parquet"
+    damaged.write_bytes(damaged.read_bytes()[:-1] + b"\x00")
+    same = open_run(tmp_path / "c")
+    assert not same.reuse(same.layout[1], donor)  # a donor file unlike its record is not copied
+    assert not (tmp_path / "c" / "round_000" / "score.parquet").exists()

@@ -57,6 +57,10 @@ RESUMABLE_CHANGES = (
     *ENGINE_RESUMABLE,
 )
 
+# Keys round 0's held-out samples and their verification do not read (round 0 evaluates the starting
+# model): studies that differ only in these, such as a comparison's conditions, share those stages.
+ROUND0_UNREAD = ("sampling", "filter", "update", "bootstrap", "confidence", "ci_method")
+
 # Seeds. Round t's stages draw from `seed + ROUND_STRIDE * t + stage`, so no two stages of a study
 # share a stream; each rank adds `RANK_STRIDE * rank` (a prime, so rank and round offsets never
 # coincide) to sample other draws than its neighbours.
@@ -149,6 +153,7 @@ class Study:
     history: list[dict] = field(default_factory=list)  # every round's metrics so far
     written: int = 0  # rounds already in metrics.jsonl and report.md
     swap_seconds: float | None = None  # the last weight swap of this round
+    donors: tuple[Path, ...] = ()  # study folders whose round 0 this one may share (a comparison's)
 
     def __post_init__(self):
         cfg = self.cfg
@@ -427,6 +432,8 @@ class Study:
     def evaluate(self, stages: dict[str, Stage], checkpoint: Path, t: int) -> tuple[pd.DataFrame, dict]:
         """Held-out evaluation of `checkpoint`: accuracy, the gap of its self-verification, pass@k, diversity."""
         seed = stage_seed(self.cfg.run_seed, t, EVAL_STAGE)
+        if t == 0:
+            self.share_round0(stages)
         rows = self.sample(
             stages["eval_generations"],
             checkpoint,
@@ -439,6 +446,20 @@ class Study:
         rows = self.select(stages["eval"], rows, seed)
         ids = [v.id or v.name for v in self.cfg.verifiers]
         return rows, summarize(rows, ids, costs, **self.cfg.boot)
+
+    def share_round0(self, stages: dict[str, Stage]) -> None:
+        """Take round 0's held-out samples, and their verification where the verifiers are the same,
+        from the first donor study that made them with the settings they depend on: the same model,
+        held-out prompts, evaluation sampling and seeds give the same samples, so a comparison's
+        conditions need not sample them again."""
+        generations, verification = stages["eval_generations"], stages["eval_verification"]
+        for donor in self.donors:
+            if self.run.reuse(generations, donor, (*ROUND0_UNREAD, "verifiers")):
+                reused = "samples"
+                if self.run.reuse(verification, donor, ROUND0_UNREAD):
+                    reused += " and their verification"
+                self.console.round_line(f"round 0: held-out {reused} taken from {donor} (the same settings)")
+                return
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -501,8 +522,9 @@ class Study:
         self.console.round_line(f"round {t}: {self.summary(metrics)}")
 
 
-def run_study(cfg: IterateConfig) -> list[dict]:
-    """Run (or resume) a whole study; return the metrics of every round."""
+def run_study(cfg: IterateConfig, donors: tuple[Path, ...] = ()) -> list[dict]:
+    """Run (or resume) a whole study; return the metrics of every round. `donors`: study folders
+    whose round-0 evaluation it may share where made with the same settings (Study.share_round0)."""
     seed_everything(cfg.run_seed)
     # the process group of a multi-process launch (gloo on CPU), before anything else creates it
     PartialState(cpu=_on_cpu(), timeout=dist_timeout())
@@ -511,7 +533,7 @@ def run_study(cfg: IterateConfig) -> list[dict]:
     with StudyConsole(out, title=f"{cfg.model} on {cfg.task.name}", rounds=cfg.rounds) as console:
         for note in run.notes:
             console.round_line(note)
-        study = Study(cfg, console, run)
+        study = Study(cfg, console, run, donors=tuple(donors))
         run.begin()
         meta = run.meta
         if study.state.is_main_process:
@@ -556,9 +578,11 @@ def run_comparison(cfg: CompareConfig) -> dict[str, list[list[dict]]]:
     from eval.compare import read_replicates, write_comparison
 
     studies = cfg.studies()
+    done: list[Path] = []
     for r in range(cfg.replicates):
         for runs in studies.values():
-            run_study(runs[r])
+            run_study(runs[r], donors=tuple(done))  # a condition shares round 0 with the ones before
+            done.append(Path(runs[r].output_dir))
     out = Path(cfg.output_dir)
     histories = {name: read_replicates(out, name, cfg.replicates) for name in studies}
     first = next(iter(studies.values()))[0]

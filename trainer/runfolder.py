@@ -23,7 +23,10 @@ the config it was made with (atomically, on the main process), so the settings t
 - a run made before stages were recorded (an earlier mindgap) resumes: the finished stages found in
   its folders are recorded as they are (their tables and JSON read back first), and the run says so.
 
-Nothing else is recomputed over finished files, and nothing found damaged is kept.
+Nothing else is recomputed over finished files, and nothing found damaged is kept. A stage another
+run folder finished with the same settings may be taken from it (`reuse`: a comparison's conditions
+share their starting model's held-out samples), checked against that folder's record and recorded
+here with where it came from.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from accelerate.utils import broadcast_object_list, gather_object
 
 from core.config import REDO_ENV
 from core.errors import UserError
-from core.io import read_json, remove_interrupted_writes, write_json, write_parquet
+from core.io import atomic_write, read_json, remove_interrupted_writes, write_json, write_parquet
 
 RECORD = "stages.json"  # in every folder that holds stages
 HASH_AT_OPEN = 64 << 20  # bytes: larger files are hashed when read (check_use), smaller ones on open
@@ -183,6 +186,19 @@ class RunFolder:
 
         return OneEngine(engine, seed, log_dir=self.log_dir)
 
+    def reuse(self, stage: Stage, donor: str | os.PathLike, ignore: tuple[str, ...] = ()) -> bool:
+        """Take `stage` as finished from another run folder, `donor`, where that folder finished it with
+        a config that differs from this run's only in `ignore` (keys the stage does not read) and the
+        keys that may change: its files, checked against the donor's record, are copied here and
+        recorded as this run's with where they came from. False, copying nothing, where the donor has
+        no such stage or its files do not match its record. Every process calls it."""
+        if self.done(stage):
+            return False
+        if not _agree(lambda: self._copy_from(stage, Path(donor), ignore)):
+            return False
+        self.finish(stage, reused_from=str(donor))
+        return True
+
     @contextlib.contextmanager
     def making(self, stage: Stage) -> Iterator[None]:
         """Make `stage` in the block (which writes its outputs on the main process); when the block
@@ -191,12 +207,12 @@ class RunFolder:
         yield
         self.finish(stage, seconds=time.perf_counter() - start)
 
-    def finish(self, stage: Stage, seconds: float | None = None) -> None:
+    def finish(self, stage: Stage, seconds: float | None = None, reused_from: str | None = None) -> None:
         """Record `stage` as finished with its files as they are now (the main process writes the
         record); also to record it again after its file was rewritten. Every process calls it."""
         state = PartialState()
         if state.is_main_process:
-            self._record(stage, seconds=seconds)
+            self._record(stage, seconds=seconds, reused_from=reused_from)
         self.finished.add(stage.key)
         self.unhashed.pop(stage.key, None)
         state.wait_for_everyone()
@@ -286,6 +302,31 @@ class RunFolder:
             elif _sha256(path) != want["sha256"]:
                 raise UserError(self._damaged(stage, path, "changed since it was written (SHA-256 differs)"))
         return large
+
+    def _copy_from(self, stage: Stage, donor: Path, ignore: tuple[str, ...]) -> bool:
+        """`reuse`'s work on the main process: whether `donor` finished `stage` with a matching config
+        and files as recorded; if so, copy them here (each file atomically)."""
+        try:
+            record = read_json(donor / stage.folder / RECORD)
+            entry = record["stages"][stage.name]
+            files = entry["files"]
+            before = record["config"]
+        except Exception:  # no record, no such stage, or a record that does not read: make it here
+            return False
+        if entry.get("adopted"):
+            return False  # recorded from an older run as found: its config was never checked
+        if self.upgrade is not None:
+            before = self.upgrade(before)
+        if changed_key(fill_missing(before, self.defaults), self.config, (*self.may_change, *ignore)):
+            return False
+        source = donor / stage.folder
+        for name, want in files.items():
+            path = source / name
+            if not path.is_file() or path.stat().st_size != want["bytes"] or _sha256(path) != want["sha256"]:
+                return False
+        for name in files:
+            atomic_write(self.out / stage.folder / name, lambda p, src=source / name: shutil.copyfile(src, p))
+        return True
 
     def _damaged(self, stage: Stage, path: Path, what: str) -> str:
         return (
@@ -381,7 +422,13 @@ class RunFolder:
     def _stages(self, folder: str) -> dict:
         return self.records.get(folder, {}).get("stages", {})
 
-    def _record(self, stage: Stage, seconds: float | None = None, adopted: bool = False) -> None:
+    def _record(
+        self,
+        stage: Stage,
+        seconds: float | None = None,
+        adopted: bool = False,
+        reused_from: str | None = None,
+    ) -> None:
         files = {}
         for output in stage.outputs:
             path = self.out / stage.folder / output
@@ -396,6 +443,7 @@ class RunFolder:
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "seconds": None if seconds is None else round(seconds, 2),
             **({"adopted": True} if adopted else {}),
+            **({"reused_from": reused_from} if reused_from else {}),
         }
         write_json(self.out / stage.folder / RECORD, record)
 
