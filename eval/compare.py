@@ -37,6 +37,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
 from core.io import write_json, write_text  # noqa: E402
 from eval.metrics import bootstrap_ci, count_ci, pass_at_k_per_prompt  # noqa: E402
@@ -56,11 +57,19 @@ def replicate_dir(out: Path, name: str, r: int) -> Path:
 
 
 def read_history(study_dir: Path) -> list[dict]:
-    """The rounds a study has finished (its metrics.jsonl), in order; [] before round 0 is done."""
+    """The rounds a study has finished (its metrics.jsonl), in order; [] before round 0 is done. Each
+    training round's record gains `generated_tokens`, the tokens sampled on its train prompts (from
+    its generations.parquet: the compute table's)."""
     path = Path(study_dir) / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    history = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    for m in history:
+        train = m.get("train") or {}
+        samples = Path(study_dir) / f"round_{m.get('round', 0):03d}" / "generations.parquet"
+        if train and "generated_tokens" not in train and samples.is_file():
+            train["generated_tokens"] = int(pd.read_parquet(samples, columns=["n_tokens"])["n_tokens"].sum())
+    return history
 
 
 def read_replicates(out: Path, name: str, replicates: int) -> Replicates:
@@ -439,6 +448,59 @@ def comparison_rows(
     return rows
 
 
+# A round's training-side compute: what its stages spent on the train prompts (the held-out
+# evaluation, alike for every condition, is left out).
+COMPUTE = ("seconds", "tokens generated", "tokens verified", "tokens trained")
+
+
+def round_compute(m: dict) -> dict[str, float]:
+    """Round `m`'s compute (`COMPUTE`): seconds of every stage but the evaluation; tokens sampled on
+    the train prompts plus an online rule's rollouts; tokens the verifiers read; tokens the update
+    trained on (prompt and completion)."""
+    train = m.get("train") or {}
+    rule = train.get("rule", "sft")
+    return {
+        "seconds": sum(v for k, v in (m.get("seconds") or {}).items() if k != "evaluate" and v),
+        "tokens generated": (train.get("generated_tokens") or 0)
+        + (train.get(f"{rule}_tokens_generated") or 0),
+        "tokens verified": train.get("verification_tokens") or 0,
+        "tokens trained": train.get(f"{rule}_train_tokens", train.get(f"{rule}_tokens")) or 0,
+    }
+
+
+def compute_rows(histories: dict[str, Replicates]) -> list[dict]:
+    """condition × training round (1 to the matched round): held-out accuracy (the mean over
+    replicates) and the compute spent to reach that round (`round_compute` summed over rounds 1..t,
+    the mean over replicates)."""
+    last = matched_rounds(histories)
+    rows = []
+    for name, reps in histories.items():
+        totals = [dict.fromkeys(COMPUTE, 0.0) for _ in reps]
+        for t in range(1, last + 1):
+            for total, h in zip(totals, reps):
+                for key, value in round_compute(h[t]).items():
+                    total[key] += value
+            acc = [h[t]["generation_utility"]["value"] for h in reps]
+            row = {"condition": name, "round": t, "accuracy": sum(acc) / len(acc)}
+            row.update({key: sum(total[key] for total in totals) / len(totals) for key in COMPUTE})
+            rows.append(row)
+    return rows
+
+
+def compute_table(rows: list[dict]) -> list[str]:
+    """`compute_rows` as markdown: seconds as such, tokens in thousands."""
+    lines = [
+        "| condition | round | accuracy | seconds | tokens generated (k) | tokens verified (k) | tokens trained (k) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        tokens = " | ".join(f"{r[k] / 1000:,.1f}" for k in COMPUTE[1:])
+        lines.append(
+            f"| {r['condition']} | {r['round']} | {r['accuracy']:.3f} | {r['seconds']:,.0f} | {tokens} |"
+        )
+    return lines
+
+
 def _mean_text(xs: list) -> str:
     if not xs:
         return "–"
@@ -547,9 +609,30 @@ def write_comparison(
                 + " | ".join(cells)
                 + " |"
             )
+    compute = compute_rows(histories)
+    lines += (
+        []
+        if not compute
+        else [
+            "",
+            "Compute to reach each round, the mean over replicates: seconds of sampling, verifying and "
+            "updating on the train prompts (an online rule's rollouts in its update), the tokens generated "
+            "there, read by the verifiers and trained on; the held-out evaluation, alike for every condition, "
+            "is left out. Accuracy here is the mean of the replicates' held-out accuracies:",
+            "",
+            *compute_table(compute),
+        ]
+    )
     lines += [""] + [f"![{p.stem}](plots/{p.name})\n" for p in plots]
     write_json(
         out / "comparison.json",
-        {"control": control, "replicates": replicates, "differences": diffs, "rows": rows, "notes": notes},
+        {
+            "control": control,
+            "replicates": replicates,
+            "differences": diffs,
+            "rows": rows,
+            "compute": compute,
+            "notes": notes,
+        },
     )
     return write_text(out / "comparison.md", "\n".join(lines))

@@ -173,6 +173,18 @@ def test_three_conditions_resume_and_compare(tmp_path, tiny_model_dir):
     assert round0[0]["gap"] == round0[1]["gap"]
 
     result = json.loads((out / "comparison.json").read_text())
+    # each condition's compute beside its accuracy: the train prompts' tokens sampled, verified, trained
+    compute = {row["condition"]: row for row in result["compute"]}
+    assert set(compute) == {"self_mc", "oracle", "random"} and {r["round"] for r in result["compute"]} == {1}
+    sampled = pd.read_parquet(out / "random" / "round_001" / "generations.parquet")["n_tokens"].sum()
+    assert compute["random"]["tokens generated"] == sampled > 0
+    metrics = json.loads((out / "random" / "round_001" / "metrics.json").read_text())
+    assert compute["random"]["tokens trained"] == metrics["train"]["sft_tokens"] > 0
+    assert 0 < compute["random"]["seconds"] < sum(metrics["seconds"].values())  # the evaluation left out
+    assert (
+        "| condition | round | accuracy | seconds | tokens generated (k) |"
+        in (out / "comparison.md").read_text()
+    )
     assert {(d["condition"], d["round"]) for d in result["differences"]} == {
         (c, t) for c in ("self_mc", "oracle") for t in (0, 1)
     }
@@ -265,3 +277,44 @@ def test_a_condition_may_have_its_own_control():
     last = {d["condition"]: d for d in diffs if d["round"] == 1}
     assert last["dpo"]["accuracy"]["value"] == pytest.approx((1 + 1 + 1 + 0) / 4 / 4)
     assert last["dpo"]["accuracy"]["family"] == 2  # both comparisons after round 0 share Holm's family
+
+
+def test_compute_sums_the_training_side_of_every_round_and_averages_the_replicates():
+    """Each rule's own token keys (sft: sft_tokens; grpo: its rollouts and train tokens), the held-out
+    evaluation's seconds left out, cumulative over rounds, the mean over replicates."""
+    from eval.compare import compute_rows
+
+    def study(rule, per_round, acc):
+        rounds = [{"round": 0, "generation_utility": {"value": 0.2}, "seconds": {"evaluate": 50.0}}]
+        for t, (tokens, secs) in enumerate(per_round, start=1):
+            train = {"rule": rule, "generated_tokens": 100, "verification_tokens": 10}
+            train.update({"sft_tokens": tokens} if rule == "sft" else {"grpo_train_tokens": tokens})
+            if rule == "grpo":
+                train["grpo_tokens_generated"] = 1000
+            rounds.append(
+                {
+                    "round": t,
+                    "generation_utility": {"value": acc[t - 1]},
+                    "seconds": {"sample": secs, rule: secs, "evaluate": 50.0},
+                    "train": train,
+                }
+            )
+        return rounds
+
+    rows = compute_rows(
+        {
+            "sft": [
+                study("sft", [(40, 1.0), (60, 2.0)], [0.3, 0.4]),
+                study("sft", [(20, 3.0), (20, 4.0)], [0.5, 0.6]),
+            ],
+            "grpo": [study("grpo", [(500, 10.0), (500, 10.0)], [0.25, 0.35])],
+        }
+    )
+    by = {(r["condition"], r["round"]): r for r in rows}
+    assert set(by) == {(c, t) for c in ("sft", "grpo") for t in (1, 2)}
+    assert by["sft", 1] == pytest.approx(
+        {"condition": "sft", "round": 1, "accuracy": 0.4, "seconds": (2 + 6) / 2, "tokens generated": 100,
+         "tokens verified": 10, "tokens trained": (40 + 20) / 2}
+    )  # fmt: skip
+    assert by["sft", 2]["tokens trained"] == (100 + 40) / 2 and by["sft", 2]["seconds"] == (6 + 14) / 2
+    assert by["grpo", 2]["tokens generated"] == 2 * 1100 and by["grpo", 2]["tokens trained"] == 1000
