@@ -21,6 +21,7 @@ times each into <run>/wall.json, the wall time a block quotes):
     gap_open_qa, gap_sudoku  recipes/measure_gap.py --config recipes/configs/gap_{open_qa,sudoku}.yaml
     quickstart             make quickstart (docs/fresh_quickstart.sh times it from a fresh clone)
     compare_quickstart     recipes/compare.py --config recipes/configs/compare_quickstart.yaml
+    compare_update_rules   recipes/compare.py --config recipes/configs/compare_update_rules.yaml
 """
 
 from __future__ import annotations
@@ -309,6 +310,10 @@ def blocks(runs: Path) -> dict[str, tuple[Path, Callable[[], str]]]:
         "compare_quickstart": (
             runs / "compare_quickstart",
             lambda: compare_block(runs / "compare_quickstart", "compare_quickstart"),
+        ),
+        "compare_update_rules": (
+            runs / "compare_update_rules",
+            lambda: compare_block(runs / "compare_update_rules", "compare_update_rules"),
         ),
     }
 

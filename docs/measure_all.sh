@@ -52,4 +52,6 @@ measure gap_strategies "$runs/gap_strategies" \
   "$py" recipes/measure_gap.py --config $cfg/gap_strategies.yaml --output_dir "$runs/gap_strategies"
 measure compare_quickstart "$runs/compare_quickstart" \
   "${launch[@]}" recipes/compare.py --config $cfg/compare_quickstart.yaml --output_dir "$runs/compare_quickstart"
+measure compare_update_rules "$runs/compare_update_rules" \
+  "${launch[@]}" recipes/compare.py --config $cfg/compare_update_rules.yaml --output_dir "$runs/compare_update_rules"
 "$py" docs/figures.py --runs "$runs"
