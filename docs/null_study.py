@@ -1,6 +1,6 @@
 """Null studies at full size: how often each verdict fires when nothing is going on.
 
-    .venv/bin/python docs/null_study.py [--studies 300] [--out docs/null_study.md]
+    .venv/bin/python docs/null_study.py [--studies 300] [--out docs/null_study.md] [--only comparison]
 
 Simulates studies and comparisons in which nothing changes (trainer/null_study.py: the rows of every
 round go through the loop's filter, per-prompt record and `eval.saturation.judge`; comparisons through
@@ -62,10 +62,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--studies", type=int, default=300, help="simulated studies per cell")
     parser.add_argument("--out", default=str(ROOT / "docs" / "null_study.md"))
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=sorted(SCENARIO_TEXT),
+        help="simulate only these scenarios again; the others' rows are kept from the .json beside --out",
+    )
     args = parser.parse_args()
+    kept = {}
+    if args.only:
+        before = Path(args.out).with_suffix(".json")
+        if not before.is_file():
+            parser.error(f"--only: {before} is missing; run every scenario once first")
+        kept = {(r["scenario"], r["prompts"], r["rounds"]): r for r in json.loads(before.read_text())}
     results = []
     start = time.time()
     for scenario, prompts, rounds in CELLS:
+        if args.only and scenario not in args.only and (scenario, prompts, rounds) in kept:
+            results.append(kept[scenario, prompts, rounds])
+            continue
         setup = NullSetup(prompts=prompts, rounds=rounds)
         clock = time.time()
         rates = run_scenario(setup, scenario, args.studies, seed=1000 * prompts + rounds)
@@ -110,10 +125,11 @@ def main() -> None:
         for name, rate in r["rates"].items()
         if name in HELD
     )
+    again = f" (this time only {', '.join(args.only)})" if args.only else ""
     lines += [
         "",
         f"Highest rate of a rule mindgap uses: {worst[0]:.3f} ({worst[2]}, {worst[1]}). "
-        f"{args.studies} studies a cell; {(time.time() - start) / 60:.0f} min on this machine.",
+        f"{args.studies} studies a cell; {(time.time() - start) / 60:.0f} min on this machine{again}.",
         "",
     ]
     out.write_text("\n".join(lines))

@@ -11,11 +11,15 @@ noise, the training run and the held-out prompts, and its interval carries both:
 - R >= 2: the prompts and the seeds are two crossed random factors. The variance of the mean
   difference is the between-seed variance of the per-run mean differences over R plus the
   between-prompt variance of the seed-averaged differences over P (the seed × prompt noise is counted
-  in both, which errs wide), and the interval is a t interval on the seeds' R − 1 degrees of freedom
-  (Satterthwaite's estimated ones are anti-conservative with a few seeds: docs/null_study.md).
-  With three seeds the seed term has two degrees of freedom: a bootstrap over three seeds would
-  understate it (by a third, with a normal's tails) and call ~20% of null comparisons significant
-  where training noise dominates (docs/null_study.md measures both).
+  in both, which errs wide). Each term keeps its own degrees of freedom: the half-width is
+  sqrt(t(R − 1)² · seed term + t(P − 1)² · prompt term) (Banerjee's interval for a sum of variance
+  estimates with different degrees of freedom, conservative), so where the seeds dominate it is the
+  t interval on the seeds' R − 1 degrees of freedom, and where the prompts dominate (round 0: one
+  starting model) it is about the prompts' own interval. Satterthwaite's pooled, estimated degrees of
+  freedom are anti-conservative with a few seeds, and a bootstrap over three seeds would understate
+  the seed term (by a third, with a normal's tails) and call ~20% of null comparisons significant
+  where training noise dominates (docs/null_study.md measures both). The p-value is the level at
+  which the interval reaches 0.
 
 A verdict ("A beats the control") is made for each condition at each round after round 0 on held-out
 accuracy, with Holm's correction over all of them (conditions × rounds): a verdict holds where its
@@ -153,12 +157,12 @@ def replicated_mean(
     if r == 1:
         ci = bootstrap_ci(values[0], n_boot, confidence, seed, proportion=proportion, bounds=bounds)
         return {**out, **_none_nan(ci)}
-    value, se, df = _components(values)
+    value, terms = _components(values)
     out["seed_sd"] = float(values.mean(axis=1).std(ddof=1))
-    if se == 0:
+    if not any(v for v, _ in terms):
         return {**out, **_none_nan(count_ci(value, p, confidence, proportion, bounds))}
-    half = _t(df, confidence) * se
-    return {**out, "value": value, "ci_low": value - half, "ci_high": value + half, "df": df}
+    half = _half_width(terms, confidence)
+    return {**out, "value": value, "ci_low": value - half, "ci_high": value + half}
 
 
 def replicated_difference(
@@ -177,30 +181,48 @@ def replicated_difference(
         return {**out, "value": None, "ci_low": None, "ci_high": None, "p": None}
     if r == 1:
         return {**out, **_bootstrap_difference(d[0], confidence, n_boot, seed)}
-    value, se, df = _components(d)
+    value, terms = _components(d)
     out["seed_sd"] = float(d.mean(axis=1).std(ddof=1))
-    if se == 0:  # every run and prompt differs by the same amount (round 0: one starting model)
+    if not any(v for v, _ in terms):  # every run and prompt differs by the same amount (round 0)
         return {
             **out,
             **_none_nan(count_ci(value, p, confidence, bounds=DIFFERENCE)),
             "p": _p_constant(value),
         }
-    from scipy.stats import t as student
-
-    half = _t(df, confidence) * se
-    pvalue = float(2 * student.sf(abs(value) / se, df))
-    return {**out, "value": value, "ci_low": value - half, "ci_high": value + half, "p": pvalue, "df": df}
+    half = _half_width(terms, confidence)
+    pvalue = _p_banerjee(value, terms)
+    return {**out, "value": value, "ci_low": value - half, "ci_high": value + half, "p": pvalue}
 
 
-def _components(values: np.ndarray) -> tuple[float, float, float]:
-    """Mean, standard error and degrees of freedom of replicates × prompts values with seeds and
-    prompts as crossed random factors. The degrees of freedom are the seeds' (R − 1): Satterthwaite's,
-    estimated from the same few seeds, grow exactly when the seed variance is underestimated, and
-    called ~12% of null comparisons significant at 5% with three seeds (docs/null_study.md)."""
+def _components(values: np.ndarray) -> tuple[float, list[tuple[float, int]]]:
+    """The mean of replicates × prompts values with seeds and prompts as crossed random factors, and
+    its variance as two terms, each with its degrees of freedom: the seeds' (R − 1) and the prompts'
+    (P − 1). Pooling them into one t with Satterthwaite's estimated degrees of freedom called ~12%
+    of null comparisons significant at 5% with three seeds (docs/null_study.md)."""
     r, p = values.shape
     v_seed = values.mean(axis=1).var(ddof=1) / r
     v_prompt = values.mean(axis=0).var(ddof=1) / p if p > 1 else 0.0
-    return float(values.mean()), math.sqrt(v_seed + v_prompt), float(r - 1)
+    return float(values.mean()), [(float(v_seed), r - 1), (float(v_prompt), max(p - 1, 1))]
+
+
+def _half_width(terms: list[tuple[float, int]], confidence: float) -> float:
+    """Banerjee's half-width: sqrt(sum of t(df)² · variance term)."""
+    return math.sqrt(sum(_t(df, confidence) ** 2 * v for v, df in terms))
+
+
+def _p_banerjee(value: float, terms: list[tuple[float, int]]) -> float:
+    """The two-sided p-value that goes with `_half_width`: one minus the confidence at which the
+    interval's end reaches 0 (the half-width shrinks as the confidence falls)."""
+    from scipy.optimize import brentq
+
+    if value == 0:
+        return 1.0
+    gap = lambda conf: _half_width(terms, conf) - abs(value)  # noqa: E731
+    if gap(1 - 1e-12) <= 0:
+        return 1e-12
+    if gap(1e-12) >= 0:
+        return 1.0
+    return float(1 - brentq(gap, 1e-12, 1 - 1e-12, xtol=1e-12))
 
 
 def _t(df: float, confidence: float) -> float:
@@ -572,8 +594,9 @@ def write_comparison(
     else:
         lines += [
             f"_Each condition is {replicates} training runs (seeds) on the same held-out prompts; intervals "
-            "carry the variance between seeds and between prompts (t on the seeds' R − 1 degrees of "
-            "freedom; `seed SD` is the spread of the runs' accuracies)._",
+            "carry the variance between seeds and between prompts, each term with its own degrees of "
+            "freedom (seeds R − 1, prompts P − 1; Banerjee's interval); `seed SD` is the spread of the "
+            "runs' accuracies._",
             "",
         ]
     if family:

@@ -88,6 +88,29 @@ def test_a_replicated_difference_holds_its_level_in_the_tail_where_seeds_dominat
         assert (p < level).mean() <= level + 3 * np.sqrt(level * (1 - level) / sims), level
 
 
+def test_where_prompts_dominate_the_interval_is_the_prompts_and_null_differences_hold_their_level():
+    """A condition's accuracy (prompts differ, seeds barely: round 0) gets about the prompts' own t
+    interval, not one stretched by the seeds' t(2) = 4.3; null differences that mix a small seed
+    spread with a large prompt spread stay valid at 5% (Banerjee's interval is conservative)."""
+    from scipy import stats
+
+    from eval.compare import replicated_difference, replicated_mean
+
+    rng = np.random.default_rng(1)
+    prompts = rng.normal(0.35, 0.4, 96)
+    values = np.tile(prompts, (3, 1)) + rng.normal(0, 0.01, (3, 1))
+    m = replicated_mean(values)
+    prompt_half = stats.t.ppf(0.975, 95) * values.mean(axis=0).std(ddof=1) / np.sqrt(96)
+    assert prompt_half <= (m["ci_high"] - m["ci_low"]) / 2 < 1.1 * prompt_half
+    sims = 2000
+    d = rng.normal(0, 0.02, (sims, 3, 1)) + rng.normal(0, 0.3, (sims, 3, 96))
+    p = np.array([replicated_difference(x, np.zeros_like(x))["p"] for x in d])
+    assert (p < 0.05).mean() <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / sims)
+    x = d[0]  # the p-value is where the interval reaches 0
+    r = replicated_difference(x, np.zeros_like(x), confidence=1 - p[0])
+    assert min(abs(r["ci_low"]), abs(r["ci_high"])) == pytest.approx(0, abs=1e-9)
+
+
 def test_holm_adjusts_step_down():
     from eval.compare import holm
 
