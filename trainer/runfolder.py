@@ -270,13 +270,16 @@ class RunFolder:
         self._check_order()
         return meta, self.records, self.unhashed, self.notes
 
+    def _saved(self, before: dict) -> dict:
+        """A config saved by a run, as this run's keys read it: renamed keys moved, added keys filled."""
+        return fill_missing(self.upgrade(before) if self.upgrade is not None else before, self.defaults)
+
     def _check_config(self, before: dict, where: Path) -> None:
-        if self.upgrade is not None:
-            before = self.upgrade(before)
-        key = changed_key(fill_missing(before, self.defaults), self.config, self.may_change)
+        before = self._saved(before)
+        key = changed_key(before, self.config, self.may_change)
         if key is None:
             return
-        was, now = _lookup(fill_missing(before, self.defaults), key), _lookup(self.config, key)
+        was, now = _lookup(before, key), _lookup(self.config, key)
         values = f" ({_show(was)} in {where}, now {_show(now)})" if _short(was) and _short(now) else ""
         raise UserError(
             f"output_dir: {self.out} holds an earlier run with a different '{key}'{values}; pass a new "
@@ -315,9 +318,7 @@ class RunFolder:
             return False
         if entry.get("adopted"):
             return False  # recorded from an older run as found: its config was never checked
-        if self.upgrade is not None:
-            before = self.upgrade(before)
-        if changed_key(fill_missing(before, self.defaults), self.config, (*self.may_change, *ignore)):
+        if changed_key(self._saved(before), self.config, (*self.may_change, *ignore)):
             return False
         source = donor / stage.folder
         for name, want in files.items():
