@@ -378,6 +378,33 @@ def test_a_grpo_study_killed_inside_its_round_resumes_from_its_trl_checkpoint(tm
     assert table[1]["tokens generated"] == "128"
 
 
+@pytest.mark.slow
+def test_grpo_on_two_gloo_ranks_stays_in_sync_and_saves_once(tiny_model_dir, tmp_path):
+    """Two GRPO steps under `accelerate launch` on two CPU processes, a step's one group of 4 rollouts
+    split 2 and 2 over the ranks: the reward is drawn over the gathered group (each rollout recorded
+    once, its reward the seeded draw by hand), the ranks' weights move and agree (DDP), only the main
+    process writes the checkpoint, and the trained model is freed once the stage returns."""
+    from tests.test_distill import check_checkpoint, launch
+
+    results = launch("cpu_2proc.yaml", tiny_model_dir, tmp_path, "lora", rule="grpo")
+    assert [(r["round"], r["rank"]) for r in results] == [(0, 0), (0, 1)]
+    rank0, rank1 = results
+    assert rank0["stats"]["world_size"] == 2 and rank0["stats"]["steps"] == 2
+    records = pd.DataFrame(rank0["stats"]["rollout_rewards"])
+    assert len(records) == 2 * 4 and records.groupby("step")["prompt_id"].nunique().tolist() == [1, 1]
+    for step, group in records.groupby("step"):  # the random reward at 0.5, seed 0: [0 1 1 1], [0 0 0 0]
+        draw = np.random.default_rng([0, int(step)]).random(4) < 0.5
+        assert group["reward"].tolist() == draw.astype(float).tolist(), step
+    (start0, end0), (start1, end1) = rank0["own_checksums"], rank1["own_checksums"]
+    assert start0 == start1 and end0 != start0, "the first step's rewards differ: the weights must move"
+    assert end0 == pytest.approx(end1, rel=0, abs=1e-9), "the ranks' weights drifted apart (no DDP sync)"
+    assert end0 == pytest.approx(rank0["stats"]["weights_checksum"], abs=1e-6)
+    assert (rank0["saves"], rank1["saves"]) == (1, 0)
+    assert rank0["model_freed"] and rank1["model_freed"]  # trainer.memory.forget_import_tracebacks
+    assert not (tmp_path / "steps_0").exists()
+    check_checkpoint(tmp_path / "round_0" / "checkpoint")
+
+
 def test_the_grpo_launch_config_loads():
     """launch/grpo_zero2_study.yaml: a full GRPO fine-tune whose rollouts run on TRL's vLLM on GPUs."""
     cfg = load_config(IterateConfig, ["--config", str(ROOT / "launch" / "grpo_zero2_study.yaml")])

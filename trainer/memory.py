@@ -48,3 +48,19 @@ def return_freed_heap() -> None:
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):  # not glibc (musl): nothing to trim
             ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def forget_import_tracebacks() -> int:
+    """Drop the tracebacks of exceptions that modules keep as globals; return how many.
+
+    vLLM keeps the ImportError of an optional package (torchcodec) in a module global. Its traceback
+    holds every frame of the call that first imported vLLM, and with them what those frames held until
+    the process ends: when TRL's GRPOTrainer is what imports it, the trained model. The exceptions and
+    their messages stay; only their frames go."""
+    dropped = 0
+    for module in list(sys.modules.values()):
+        for value in list(getattr(module, "__dict__", {}).values()):
+            if isinstance(value, BaseException) and value.__traceback__ is not None:
+                value.__traceback__ = None
+                dropped += 1
+    return dropped

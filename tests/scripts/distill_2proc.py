@@ -1,14 +1,17 @@
-"""Train under `accelerate launch`, round after round like the loop (tests/test_distill.py and
-tests/test_update.py run it): SFT with `trainer.distill.distill`, or DPO with
-`trainer.update.dpo.preference_train` on pairs of a right and a wrong answer.
+"""Train under `accelerate launch`, round after round like the loop (tests/test_distill.py,
+tests/test_update.py and tests/test_grpo.py run it): SFT with `trainer.distill.distill`, DPO with
+`trainer.update.dpo.preference_train` on pairs of a right and a wrong answer, or GRPO with
+`trainer.update.grpo.grpo_train` on two arithmetic prompts under the random reward at rate 0.5 (drawn
+over the whole gathered batch), a step's one group of 4 rollouts split 2 and 2 over the ranks.
 
     accelerate launch --config_file launch/cpu_2proc.yaml tests/scripts/distill_2proc.py \
-        MODEL_DIR OUT_DIR [METHOD [ROUNDS [RULE]]]       # RULE: sft (default) | dpo
+        MODEL_DIR OUT_DIR [METHOD [ROUNDS [RULE]]]       # RULE: sft (default) | dpo | grpo
 
 Round r trains on the checkpoint of round r-1 and writes OUT_DIR/round_<r>/checkpoint. After each
 round every rank prints one line `RESULT {json}` with the round, its rank, the checksum of its trained
 weights, how many times it wrote a checkpoint in that round, whether the trained model was freed once
-distill returned (no DeepSpeed engine or optimizer left holding it), and the stats distill returned.
+distill returned (no DeepSpeed engine or optimizer left holding it), and the stats distill returned
+(for GRPO, whose stats are the main process's, `own_checksums`: the rank's own as training begins and ends).
 """
 
 from __future__ import annotations
@@ -66,23 +69,39 @@ def main() -> None:
     core.io.atomic_dir = counting_atomic_dir  # distill looks it up when it saves
     trained = []
 
+    own = []
+
     class Watch(TrainerCallback):  # a weak reference to the model the trainer trains
         def on_train_begin(self, args, state, control, model=None, **kwargs):
             trained.append(weakref.ref(model))
+            own.append(checksum(model))
+
+        def on_train_end(self, args, state, control, model=None, **kwargs):
+            own.append(checksum(model))
+
+    def checksum(model) -> float:
+        with torch.no_grad():
+            return sum(float(p.double().sum()) for p in model.parameters() if p.requires_grad)
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     # fp32 in every CPU regime: the test compares ranks and launchers to 1e-4
     kw = dict(
         method=method, learning_rate=1e-3, batch_size=4, grad_accum=1, epochs=1, max_length=128, bf16=False
     )
-    opts = SFTOptions(**kw) if rule == "sft" else DPOOptions(**kw)
-    train = distill if rule == "sft" else preference_train
+    if rule == "grpo":
+        train = grpo(kw, out_dir)
+    else:
+        opts = SFTOptions(**kw) if rule == "sft" else DPOOptions(**kw)
+        train = lambda prev, ckpt, seed, callbacks: (distill if rule == "sft" else preference_train)(  # noqa: E731
+            rows(tok), prev, ckpt, opts, seed=seed, callbacks=callbacks
+        )
     prev = model_dir
     for r in range(rounds):
         saves.clear()
         ckpt = out_dir / f"round_{r}" / "checkpoint"
         trained.clear()
-        stats = train(rows(tok), prev, ckpt, opts, seed=r, callbacks=[Watch()])
+        own.clear()
+        stats = train(prev, ckpt, r, [Watch()])
         gc.collect()
         result = {
             "round": r,
@@ -92,9 +111,41 @@ def main() -> None:
             "checksum": stats["weights_checksum"],
             "model_freed": bool(trained) and trained[0]() is None,
             "stats": stats,
+            "own_checksums": own[:],  # the rank's trainable weights as training began and ended
         }
         print("RESULT " + json.dumps(result), flush=True)
         prev = ckpt
+
+
+def grpo(kw: dict, out_dir: Path):
+    """A train(prev, ckpt, seed, callbacks) running 2 GRPO steps of one group of 4 rollouts of 8 tokens."""
+    from accelerate import PartialState
+
+    from eval.tasks import TaskConfig, build_task
+    from trainer.rewards import verifier_reward
+    from trainer.update.grpo import GRPOOptions, Rollouts, grpo_train
+
+    task = build_task(TaskConfig(name="basic_arithmetic", train_size=2, test_size=1), seed=0)
+    problems = task.problems("train")
+    prompts = pd.DataFrame(
+        {"prompt_id": [str(p.id) for p in problems], "prompt": [p.question for p in problems]}
+    )
+    opts = GRPOOptions(
+        method=kw["method"],
+        learning_rate=kw["learning_rate"],
+        batch_size=4 // PartialState().num_processes,
+        steps=2,
+        save_steps=0,
+        bf16=False,
+    )
+    rollouts = Rollouts(num_generations=4, max_completion_length=8, temperature=1.0, top_p=1.0)
+
+    def train(prev, ckpt, seed, callbacks):
+        reward = verifier_reward("random", task, problems, rate=0.5, seed=seed)
+        steps_dir = out_dir / f"steps_{seed}"
+        return grpo_train(prompts, prev, ckpt, opts, rollouts, reward, seed, steps_dir, callbacks=callbacks)
+
+    return train
 
 
 if __name__ == "__main__":

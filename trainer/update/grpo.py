@@ -457,7 +457,7 @@ def grpo_train(
     import torch
     from accelerate import PartialState
 
-    from trainer.memory import return_freed_heap
+    from trainer.memory import forget_import_tracebacks, return_freed_heap
 
     state = PartialState()
     steps_dir = Path(steps_dir)
@@ -509,6 +509,7 @@ def grpo_train(
             state.wait_for_everyone()
             return stats
     finally:
+        forget_import_tracebacks()  # TRL may have imported vLLM inside this call: its frames would stay
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
