@@ -20,13 +20,14 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from core.config import Problems, knob
 from core.errors import UserError
 from trainer.memory import return_freed_heap
 from trainer.training import (
     SET_BY_MINDGAP,
+    TrainingOptions,
     check_options,
     check_trl_fields,
     drop_final_eos,
@@ -39,7 +40,6 @@ from trainer.training import (
     save_checkpoint,
     single_bos,
     trainer_settings,
-    use_bf16,
     weights_checksum,
 )
 
@@ -52,35 +52,17 @@ _SET_BY_MINDGAP = SET_BY_MINDGAP | {"packing", "completion_only_loss"}
 
 
 @dataclass
-class SFTOptions:
+class SFTOptions(TrainingOptions):
     """How the kept samples are distilled into the next checkpoint (TRL SFT)."""
 
-    method: str = knob("lora", "full | lora (LoRA is merged into the weights before saving)")
     learning_rate: float = knob(1e-4, "peak learning rate")
     epochs: float = knob(1.0, "passes over the kept samples")
     batch_size: int = knob(8, "samples per device and step")
     grad_accum: int = knob(1, "gradient accumulation steps")
     max_length: int = knob(512, "tokens of prompt + completion; longer rows are truncated at the end")
-    lora_r: int = knob(16, "LoRA rank")
-    lora_alpha: int = knob(32, "LoRA alpha (the update is scaled by alpha / r)")
-    lora_dropout: float = knob(0.0, "LoRA dropout")
-    lora_target: str = knob(
-        "all-linear", "PEFT target_modules: all-linear, or a comma-separated list of names"
-    )
-    gradient_checkpointing: bool = knob(False, "recompute activations in backward (less memory, more time)")
-    warmup_ratio: float = knob(0.0, "fraction of the steps with a linear warm-up")
-    weight_decay: float = knob(0.0, "AdamW weight decay")
     packing: bool = knob(False, "pack rows into max_length sequences (TRL's BFD packing, padding-free)")
     train_on_truncated: bool = knob(
         False, "also distill samples cut off at sampling.max_tokens (no EOS added)"
-    )
-    bf16: Any = knob(
-        "auto",
-        "auto | true | false; auto: bf16 on GPUs that support it and on CPUs where engine.dtype auto is "
-        "bf16 (native bf16: AVX512-BF16 or AMX; MINDGAP_CPU_DTYPE forces it), else fp32",
-    )
-    deepspeed: str | None = knob(
-        None, "a DeepSpeed JSON (launch/ds_zero*.json); else accelerate's config decides"
     )
     trl: dict = knob(
         factory=dict,
@@ -93,11 +75,6 @@ class SFTOptions:
         with problems.check():
             check_sft_trl_fields(self.trl, f"{key}.trl")
         problems.raise_any()
-
-    def use_bf16(self) -> bool:
-        """Whether SFT runs in bf16 (`trainer.training.use_bf16`: auto follows the GPU, or on a CPU
-        `engine.dtype: auto`)."""
-        return use_bf16(self.bf16)
 
 
 def check_sft_trl_fields(extra: dict, key: str) -> None:

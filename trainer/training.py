@@ -15,10 +15,11 @@ import contextlib
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.config import Problems
+from core.config import Problems, knob
 from core.errors import UserError
 from trainer.samplers.base import cpu_auto_dtype, cuda_bf16
 
@@ -38,6 +39,35 @@ SET_BY_MINDGAP = {
 
 
 # ---------------------------------------------------------------- options
+
+
+@dataclass
+class TrainingOptions:
+    """The keys every update rule's options share (SFTOptions, DPOOptions, GRPOOptions add their own)."""
+
+    method: str = knob("lora", "full | lora (LoRA is merged into the weights before saving)")
+    lora_r: int = knob(16, "LoRA rank")
+    lora_alpha: int = knob(32, "LoRA alpha (the update is scaled by alpha / r)")
+    lora_dropout: float = knob(0.0, "LoRA dropout")
+    lora_target: str = knob(
+        "all-linear", "PEFT target_modules: all-linear, or a comma-separated list of names"
+    )
+    gradient_checkpointing: bool = knob(False, "recompute activations in backward (less memory, more time)")
+    warmup_ratio: float = knob(0.0, "fraction of the steps with a linear warm-up")
+    weight_decay: float = knob(0.0, "AdamW weight decay")
+    bf16: Any = knob(
+        "auto",
+        "auto | true | false; auto: bf16 on GPUs that support it and on CPUs where engine.dtype auto is "
+        "bf16 (native bf16: AVX512-BF16 or AMX; MINDGAP_CPU_DTYPE forces it), else fp32",
+    )
+    deepspeed: str | None = knob(
+        None, "a DeepSpeed JSON (launch/ds_zero*.json); else accelerate's config decides"
+    )
+
+    def use_bf16(self) -> bool:
+        """Whether the rule trains in bf16 (`use_bf16`: auto follows the GPU, or on a CPU
+        `engine.dtype: auto`)."""
+        return use_bf16(self.bf16)
 
 
 def check_options(opts, key: str, problems: Problems) -> None:

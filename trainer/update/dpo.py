@@ -34,7 +34,6 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -44,6 +43,7 @@ from core.errors import UserError
 from trainer.filters import REFERENCES, FilterConfig, stable_hash
 from trainer.training import (
     SET_BY_MINDGAP,
+    TrainingOptions,
     check_options,
     check_trl_fields,
     environ,
@@ -55,7 +55,6 @@ from trainer.training import (
     save_checkpoint,
     single_bos,
     trainer_settings,
-    use_bf16,
     weights_checksum,
 )
 from trainer.update.base import UpdateRule
@@ -79,10 +78,9 @@ _REWARDS = {
 
 
 @dataclass
-class DPOOptions:
+class DPOOptions(TrainingOptions):
     """How preference pairs of kept vs dropped samples train the next checkpoint (TRL DPO)."""
 
-    method: str = knob("lora", "full | lora (LoRA is merged into the weights before saving)")
     beta: float = knob(0.1, "TRL's beta: how far the policy may move from the reference (higher: less)")
     loss_type: list[str] = knob(
         factory=lambda: ["sigmoid"],
@@ -97,24 +95,7 @@ class DPOOptions:
     batch_size: int = knob(4, "pairs per device and micro-batch (each is two sequences: chosen, rejected)")
     grad_accum: int = knob(2, "micro-batches per optimizer step (default: 8 pairs a step)")
     max_length: int = knob(512, "tokens of prompt + completion; longer sequences are truncated at the end")
-    lora_r: int = knob(16, "LoRA rank")
-    lora_alpha: int = knob(32, "LoRA alpha (the update is scaled by alpha / r)")
-    lora_dropout: float = knob(0.0, "LoRA dropout")
-    lora_target: str = knob(
-        "all-linear", "PEFT target_modules: all-linear, or a comma-separated list of names"
-    )
-    gradient_checkpointing: bool = knob(False, "recompute activations in backward (less memory, more time)")
-    warmup_ratio: float = knob(0.0, "fraction of the steps with a linear warm-up")
-    weight_decay: float = knob(0.0, "AdamW weight decay")
     train_on_truncated: bool = knob(False, "also pair samples cut off at sampling.max_tokens (no EOS added)")
-    bf16: Any = knob(
-        "auto",
-        "auto | true | false; auto: bf16 on GPUs that support it and on CPUs where engine.dtype auto is "
-        "bf16 (native bf16: AVX512-BF16 or AMX; MINDGAP_CPU_DTYPE forces it), else fp32",
-    )
-    deepspeed: str | None = knob(
-        None, "a DeepSpeed JSON (launch/ds_zero*.json); else accelerate's config decides"
-    )
     trl: dict = knob(
         factory=dict,
         help="any other field of TRL's DPOConfig, passed through (e.g. {precompute_ref_log_probs: true, label_smoothing: 0.1})",
@@ -144,9 +125,6 @@ class DPOOptions:
         with problems.check():
             check_dpo_trl_fields(self.trl, f"{key}.trl")
         problems.raise_any()
-
-    def use_bf16(self) -> bool:
-        return use_bf16(self.bf16)
 
 
 def check_dpo_trl_fields(extra: dict, key: str) -> None:

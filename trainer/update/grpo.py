@@ -55,6 +55,7 @@ from core.errors import UserError
 from core.io import read_json, write_json
 from trainer.training import (
     SET_BY_MINDGAP,
+    TrainingOptions,
     check_options,
     check_trl_fields,
     environ,
@@ -66,7 +67,6 @@ from trainer.training import (
     save_checkpoint,
     single_bos,
     trainer_settings,
-    use_bf16,
     weights_checksum,
 )
 from trainer.update.base import UpdateRule
@@ -92,7 +92,7 @@ _METRICS = {
 
 
 @dataclass
-class GRPOOptions:
+class GRPOOptions(TrainingOptions):
     """Online RL on the train prompts from the model's own reward (TRL GRPO)."""
 
     reward: str = knob(
@@ -101,7 +101,6 @@ class GRPOOptions:
         "`verifiers` by id or name, else the strategy's defaults), majority, oracle or random",
     )
     steps: int = knob(8, "GRPO optimizer steps per round")
-    method: str = knob("lora", "full | lora (LoRA is merged into the weights before saving)")
     learning_rate: float = knob(2e-5, "peak learning rate")
     beta: float = knob(
         0.0, "KL coefficient against the round's starting model (0, TRL's default: no reference)"
@@ -121,23 +120,6 @@ class GRPOOptions:
         "auto",
         "auto | true | false: rollouts on TRL's colocated vLLM (auto: on a GPU where engine.backend is vllm), "
         "else transformers' generate",
-    )
-    lora_r: int = knob(16, "LoRA rank")
-    lora_alpha: int = knob(32, "LoRA alpha (the update is scaled by alpha / r)")
-    lora_dropout: float = knob(0.0, "LoRA dropout")
-    lora_target: str = knob(
-        "all-linear", "PEFT target_modules: all-linear, or a comma-separated list of names"
-    )
-    gradient_checkpointing: bool = knob(False, "recompute activations in backward (less memory, more time)")
-    warmup_ratio: float = knob(0.0, "fraction of the steps with a linear warm-up")
-    weight_decay: float = knob(0.0, "AdamW weight decay")
-    bf16: Any = knob(
-        "auto",
-        "auto | true | false; auto: bf16 on GPUs that support it and on CPUs where engine.dtype auto is "
-        "bf16 (native bf16: AVX512-BF16 or AMX; MINDGAP_CPU_DTYPE forces it), else fp32",
-    )
-    deepspeed: str | None = knob(
-        None, "a DeepSpeed JSON (launch/ds_zero*.json); else accelerate's config decides"
     )
     trl: dict = knob(
         factory=dict,
@@ -164,9 +146,6 @@ class GRPOOptions:
         with problems.check():
             check_grpo_trl_fields(self.trl, f"{key}.trl")
         problems.raise_any()
-
-    def use_bf16(self) -> bool:
-        return use_bf16(self.bf16)
 
 
 def check_grpo_trl_fields(extra: dict, key: str) -> None:
