@@ -293,17 +293,12 @@ class RunFolder:
         large = []
         for name in files:
             want, path = recorded[name], self.out / stage.folder / name
-            if not path.is_file():
-                raise UserError(self._damaged(stage, path, f"is missing (written by stage {stage.key})"))
-            size = path.stat().st_size
-            if size != want["bytes"]:
-                raise UserError(
-                    self._damaged(stage, path, f"holds {size} bytes where {want['bytes']} were written")
-                )
-            if sizes_only is not None and size > sizes_only:
+            hashed = sizes_only is None or not path.is_file() or path.stat().st_size <= sizes_only
+            problem = _differs(path, want, hashed)
+            if problem:
+                raise UserError(self._damaged(stage, path, problem.format(stage=stage.key)))
+            if not hashed:
                 large.append(name)
-            elif _sha256(path) != want["sha256"]:
-                raise UserError(self._damaged(stage, path, "changed since it was written (SHA-256 differs)"))
         return large
 
     def _copy_from(self, stage: Stage, donor: Path, ignore: tuple[str, ...]) -> bool:
@@ -321,10 +316,8 @@ class RunFolder:
         if changed_key(self._saved(before), self.config, (*self.may_change, *ignore)):
             return False
         source = donor / stage.folder
-        for name, want in files.items():
-            path = source / name
-            if not path.is_file() or path.stat().st_size != want["bytes"] or _sha256(path) != want["sha256"]:
-                return False
+        if any(_differs(source / name, want) for name, want in files.items()):
+            return False
         for name in files:
             atomic_write(self.out / stage.folder / name, lambda p, src=source / name: shutil.copyfile(src, p))
         return True
@@ -607,6 +600,19 @@ def _unreadable(path: Path) -> str | None:
             read_json(path)
     except Exception as e:
         return _why(e)
+    return None
+
+
+def _differs(path: Path, want: dict, hashed: bool = True) -> str | None:
+    """How the file at `path` differs from its record `want` (bytes, sha256), or None; the SHA-256 is
+    compared only when `hashed`. `{stage}` in the answer stands for the stage that wrote it."""
+    if not path.is_file():
+        return "is missing (written by stage {stage})"
+    size = path.stat().st_size
+    if size != want["bytes"]:
+        return f"holds {size} bytes where {want['bytes']} were written"
+    if hashed and _sha256(path) != want["sha256"]:
+        return "changed since it was written (SHA-256 differs)"
     return None
 
 
