@@ -66,6 +66,13 @@ def wall_seconds(run: Path) -> float | None:
     return json.loads(path.read_text())["wall_seconds"] if path.exists() else None
 
 
+def wall_timed(run: Path) -> str:
+    """How a block names its wall time: "wall time", and the parts a stopped and resumed run took."""
+    path = run / "wall.json"
+    parts = json.loads(path.read_text()).get("parts", 1) if path.exists() else 1
+    return "wall time" if parts <= 1 else f"wall time over {parts} parts (stopped and resumed)"
+
+
 def _meta(run: Path, *names: str) -> dict:
     """The first of a run's metadata files that exists (run.json of measurements, study.json of studies)."""
     for name in names or ("run.json", "study.json"):
@@ -168,7 +175,7 @@ def _timing(run: Path, metrics: dict) -> tuple[float | None, str]:
     """The command's wall time where measure_all.sh recorded it, else the run's own stage seconds."""
     wall = wall_seconds(run)
     if wall is not None:
-        return wall, "wall time"
+        return wall, wall_timed(run)
     return (metrics.get("seconds") or {}).get("total"), "in its stages (engine start aside)"
 
 
@@ -177,7 +184,7 @@ def markdown_block(run: Path, name: str, table: str, plots: list[str]) -> str:
     text = (run / table).read_text().splitlines()
     body = [line for line in text[1:] if not line.startswith("![")]
     lines = body + [""] + _copy_plots(run / "plots", name, plots)
-    lines.append(provenance(_meta(run), wall_seconds(run), what=f"runs/{name}"))
+    lines.append(provenance(_meta(run), wall_seconds(run), wall_timed(run), what=f"runs/{name}"))
     return "\n".join(lines).strip() + "\n"
 
 
@@ -263,7 +270,7 @@ def compare_block(run: Path, name: str) -> str:
     lines = body + _copy_plots(
         run / "plots", name, ["compare_accuracy_gap.png", "compare_pass_at_k.png", "compare_diversity.png"]
     )
-    lines.append(provenance(meta, wall_seconds(run), what=f"runs/{name}"))
+    lines.append(provenance(meta, wall_seconds(run), wall_timed(run), what=f"runs/{name}"))
     wall = run / "wall.json"
     note = json.loads(wall.read_text()).get("note") if wall.exists() else None
     if note:  # e.g. a condition's folder copied in from an equal run, which the wall time leaves out

@@ -5,8 +5,10 @@
 #   bash docs/measure_all.sh [RUNS]        # RUNS defaults to runs/; a finished run is skipped
 #   bash docs/measure_all.sh runs gap_strategies quickstart    # only these
 #
-# Each command resumes where it stopped, so re-running after a crash finishes the rest. The quickstart's
-# fresh-clone time comes from docs/fresh_quickstart.sh (it clones, installs and runs `make quickstart`).
+# Each command resumes where it stopped, so re-running after a crash finishes the rest. A command stopped
+# part-way (Ctrl-C, a kill, a crash) has that part's time kept in <run>/wall_parts.jsonl; the run's
+# wall.json, once it finishes, sums its parts (and says how many). The quickstart's fresh-clone time
+# comes from docs/fresh_quickstart.sh (it clones, installs and runs `make quickstart`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-runs}
@@ -21,19 +23,35 @@ measure() {  # measure NAME RUN_DIR COMMAND...
   if [ ${#only[@]} -gt 0 ] && [[ ! " ${only[*]} " =~ " ${name} " ]]; then return; fi
   if [ -f "$dir/wall.json" ]; then echo "$name: done before ($dir/wall.json)"; return; fi
   echo "$name: $* (from $(date -u +%H:%M:%S) UTC)"
-  local t0 t1
+  local t0 rc=0
   t0=$(date +%s.%N)
-  "$@"
-  t1=$(date +%s.%N)
-  "$py" - "$dir" "$t0" "$t1" "$*" <<'PY'
-import json, sys, datetime
+  trap 'record "$dir" "$t0" 130 "$*"; exit 130' INT TERM
+  "$@" || rc=$?
+  trap - INT TERM
+  record "$dir" "$t0" "$rc" "$*"
+  [ "$rc" -eq 0 ] || exit "$rc"
+}
+
+record() {  # record RUN_DIR T0 RC COMMAND: one part's time; when RC is 0, the run's wall.json
+  "$py" - "$1" "$2" "$(date +%s.%N)" "$3" "$4" <<'PY'
+import datetime, json, sys
 from pathlib import Path
-out, t0, t1, cmd = Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+out, t0, t1, rc, cmd = Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 out.mkdir(parents=True, exist_ok=True)
-rec = {"command": cmd, "wall_seconds": round(t1 - t0, 1),
-       "finished": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
-(out / "wall.json").write_text(json.dumps(rec, indent=2) + "\n")
-print(f"{out}: {rec['wall_seconds']} s")
+parts_file = out / "wall_parts.jsonl"
+with parts_file.open("a") as f:
+    f.write(json.dumps({"seconds": round(t1 - t0, 1), "exit_code": rc, "ended": now}) + "\n")
+if rc == 0:
+    parts = [json.loads(line) for line in parts_file.read_text().splitlines() if line.strip()]
+    rec = {"command": cmd, "wall_seconds": round(sum(p["seconds"] for p in parts), 1),
+           "parts": len(parts), "finished": now}
+    tmp = out / ".wall.json.tmp"
+    tmp.write_text(json.dumps(rec, indent=2) + "\n")
+    tmp.replace(out / "wall.json")
+    print(f"{out}: {rec['wall_seconds']} s in {len(parts)} part(s)")
+else:
+    print(f"{out}: stopped (exit {rc}) after {t1 - t0:.0f} s; the same command resumes it")
 PY
 }
 
