@@ -293,11 +293,10 @@ class RunFolder:
         large = []
         for name in files:
             want, path = recorded[name], self.out / stage.folder / name
-            hashed = sizes_only is None or not path.is_file() or path.stat().st_size <= sizes_only
-            problem = _differs(path, want, hashed)
+            problem = _differs(path, want, stage.key, hash_up_to=sizes_only)
             if problem:
-                raise UserError(self._damaged(stage, path, problem.format(stage=stage.key)))
-            if not hashed:
+                raise UserError(self._damaged(stage, path, problem))
+            if sizes_only is not None and want["bytes"] > sizes_only:  # the size matched the record
                 large.append(name)
         return large
 
@@ -316,7 +315,7 @@ class RunFolder:
         if changed_key(self._saved(before), self.config, (*self.may_change, *ignore)):
             return False
         source = donor / stage.folder
-        if any(_differs(source / name, want) for name, want in files.items()):
+        if any(_differs(source / name, want, stage.key) for name, want in files.items()):
             return False
         for name in files:
             atomic_write(self.out / stage.folder / name, lambda p, src=source / name: shutil.copyfile(src, p))
@@ -603,15 +602,15 @@ def _unreadable(path: Path) -> str | None:
     return None
 
 
-def _differs(path: Path, want: dict, hashed: bool = True) -> str | None:
-    """How the file at `path` differs from its record `want` (bytes, sha256), or None; the SHA-256 is
-    compared only when `hashed`. `{stage}` in the answer stands for the stage that wrote it."""
+def _differs(path: Path, want: dict, writer: str, hash_up_to: int | None = None) -> str | None:
+    """How the file at `path` differs from its record `want` (bytes, sha256) made by stage `writer`,
+    or None; the SHA-256 is compared for files of at most `hash_up_to` bytes (None: every file)."""
     if not path.is_file():
-        return "is missing (written by stage {stage})"
+        return f"is missing (written by stage {writer})"
     size = path.stat().st_size
     if size != want["bytes"]:
         return f"holds {size} bytes where {want['bytes']} were written"
-    if hashed and _sha256(path) != want["sha256"]:
+    if (hash_up_to is None or size <= hash_up_to) and _sha256(path) != want["sha256"]:
         return "changed since it was written (SHA-256 differs)"
     return None
 
