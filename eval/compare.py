@@ -383,8 +383,8 @@ def plot_conditions(
     ax3.set(xlabel="round", title=f"Accuracy − {against}, paired ({conf} CI)")
     ax2.axhline(0, color="grey", lw=0.8)
     ax2.set(xlabel="round", title=f"Gap of each condition's verifier ({conf} CI)")
+    legends(fig, [ax1, ax3, ax2], len(histories))
     for ax in (ax1, ax3, ax2):
-        ax.legend(fontsize=8)
         round_ticks(ax, rounds)
     paths.append(plots / "compare_accuracy_gap.png")
     save_figure(fig, paths[-1])
@@ -406,7 +406,7 @@ def plot_conditions(
     ax.set_xticks(ks, [str(k) for k in ks])
     ax.minorticks_off()
     ax.set(xlabel="k", ylabel="held-out pass@k", title=f"pass@k after round {last} ({conf} CI)")
-    ax.legend(fontsize=8)
+    legends(fig, [ax], len(histories))
     paths.append(plots / "compare_pass_at_k.png")
     save_figure(fig, paths[-1])
 
@@ -419,11 +419,25 @@ def plot_conditions(
             band(ax, rounds, series(reps, key), name)
         ax.set(xlabel="round", title=key.replace("_", " "))
         round_ticks(ax, rounds)
-    np.atleast_1d(axes)[0].legend(fontsize=7)
+    legends(fig, list(np.atleast_1d(axes))[:1], len(histories), fontsize=7)
     fig.suptitle(f"Diversity of held-out samples by condition ({conf} CI)")
     paths.append(plots / "compare_diversity.png")
     save_figure(fig, paths[-1])
     return paths
+
+
+# More conditions than this share one legend beside the panels: one inside each would cover the lines.
+LEGEND_INSIDE_AT_MOST = 5
+
+
+def legends(fig, axes: list, n_conditions: int, fontsize: int = 8) -> None:
+    """A legend in each of `axes`, or, past `LEGEND_INSIDE_AT_MOST` conditions, one to the figure's right."""
+    if n_conditions <= LEGEND_INSIDE_AT_MOST:
+        for ax in axes:
+            ax.legend(fontsize=fontsize)
+        return
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=fontsize, loc="center left", bbox_to_anchor=(1.0, 0.5))
 
 
 def _nan(x) -> float:

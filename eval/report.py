@@ -405,5 +405,6 @@ def round_ticks(ax, rounds: list[int]) -> None:
 
 def save_figure(fig, path: Path) -> None:
     fig.tight_layout()
-    atomic_write(path, lambda p: fig.savefig(p, dpi=110, format="png"))
+    outside = "tight" if fig.legends else None  # a legend beside the panels is kept in the picture
+    atomic_write(path, lambda p: fig.savefig(p, dpi=110, format="png", bbox_inches=outside))
     plt.close(fig)

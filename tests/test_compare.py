@@ -341,3 +341,25 @@ def test_compute_sums_the_training_side_of_every_round_and_averages_the_replicat
     )  # fmt: skip
     assert by["sft", 2]["tokens trained"] == (100 + 40) / 2 and by["sft", 2]["seconds"] == (6 + 14) / 2
     assert by["grpo", 2]["tokens generated"] == 2 * 1100 and by["grpo", 2]["tokens trained"] == 1000
+
+
+@pytest.mark.parametrize("n", [3, 10])
+def test_many_conditions_share_one_legend_beside_the_panels(tmp_path, n):
+    """A few conditions: a legend inside each panel. Ten (the update-rules comparison): one legend to
+    the right of the figure, kept in the saved picture, where ten inside would cover the lines."""
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from eval.compare import legends
+    from eval.report import save_figure
+
+    fig, axes = plt.subplots(1, 2, figsize=(6, 3))
+    for i in range(n):
+        for ax in axes:
+            ax.plot([0, 1], [0, i], label=f"condition_{i}")
+    legends(fig, list(axes), n)
+    inside = [ax.get_legend() is not None for ax in axes]
+    assert (inside, len(fig.legends)) == (([True, True], 0) if n <= 5 else ([False, False], 1))
+    save_figure(fig, tmp_path / "f.png")
+    width = Image.open(tmp_path / "f.png").size[0]
+    assert (width > 6 * 110) == (n > 5)  # the legend beside the panels widens the picture
