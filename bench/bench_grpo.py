@@ -21,7 +21,7 @@ from pathlib import Path
 
 from common import Result, command_line, interleave, median, quickstart_task, spread
 
-# A short round of the quickstart comparison's grpo settings (recipes/configs/compare_update_rules.yaml)
+# A short GRPO round at the quickstart's sampling settings (4 prompts x 4 rollouts a step)
 HYPER = dict(
     learning_rate=5e-5,
     batch_size=16,  # 4 prompts x 4 rollouts a step
@@ -90,7 +90,7 @@ def plain_trl(data, reward, base: Path, out: Path, steps: int, seed: int) -> dic
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=4, help="GRPO steps (a compare_update_rules round has 12)")
+    ap.add_argument("--steps", type=int, default=4, help="GRPO steps")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1, help="discarded runs of each variant first")
     args = ap.parse_args()

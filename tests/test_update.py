@@ -265,14 +265,14 @@ def test_a_round_without_pairs_says_why():
 
 def test_the_update_rules_comparison_loads():
     """recipes/configs/compare_update_rules.yaml: SFT and DPO, each under MC self-verification, its
-    random control and the oracle, on the quickstart study, 3 training seeds each (RPO is one loss_type
+    random control and the oracle, on the quickstart study, 2 training seeds each (RPO is one loss_type
     away and not among the measured conditions)."""
     cfg = load_config(
         CompareConfig, ["--config", str(ROOT / "recipes" / "configs" / "compare_update_rules.yaml")]
     )
     studies = {name: runs[0] for name, runs in cfg.studies().items()}
     assert len(studies) == 10 and cfg.control == "sft_random"  # and 4 GRPO conditions: tests/test_grpo.py
-    assert cfg.replicates == 3
+    assert cfg.replicates == 2
     assert cfg.controls() == {
         **{f"dpo_{c}": "dpo_random" for c in ("mc", "oracle")},
         **{f"grpo_{c}": "grpo_random" for c in ("mc", "majority", "oracle")},
